@@ -1,0 +1,384 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Detection is what Detect found at a path a user typed.
+type Detection struct {
+	Kind    Kind
+	Version string
+	Level   string // one of the Level* constants
+	Input   string // the path as given
+	Root    string // the StorePath directory, or the file for file kinds
+	Notes   []string
+	MIG     *MIGInfo // KindMIG only
+	Members []Member // KindSMP only
+	// Archive-like kinds registered by other packages.
+	fileKind *FileKind
+}
+
+// Member is one store found in a state migration point share copy.
+type Member struct {
+	Share     string // the SMPSTORE folder name
+	ID        string // the 64-hex store id
+	Path      string // the store's folder (the StorePath)
+	Kind      Kind
+	Size      int64 // bytes on disk (the MIG file, or the sum of the files)
+	Encrypted bool
+	Err       string // why it could not be examined, if so
+}
+
+// Detect identifies the store at path, accepting any level a user is
+// likely to type: the StorePath, StorePath/USMT, .../USMT/File, a drive
+// folder, the USMT.MIG file, an SMP share copy, a usmtkit archive, or a
+// plain directory. Nothing is opened for writing.
+func Detect(path string) (*Detection, error) {
+	return detect(path, false)
+}
+
+// DetectPlain is Detect, but a directory without a USMT layout is opened
+// as a plain tree even when a store lies one level below it.
+func DetectPlain(path string) (*Detection, error) {
+	return detect(path, true)
+}
+
+func detect(path string, plainOK bool) (*Detection, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: empty path", ErrNoStore)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s: the path does not exist; check the drive is mounted and the spelling", ErrNoStore, path)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("cannot look at %s: permission denied; run as a user who can read it (or as root)", path)
+		}
+		return nil, fmt.Errorf("looking at %s: %w", path, err)
+	}
+	d := &Detection{Input: path}
+	if fi.Mode().IsRegular() {
+		return detectFile(d, abs, fi.Size())
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("%w at %s: it is neither a file nor a folder", ErrNoStore, path)
+	}
+	if ok := detectUSMTDir(d, abs); ok {
+		return d, nil
+	}
+	if ok, err := detectSMP(d, abs); ok || err != nil {
+		return d, err
+	}
+	if !plainOK {
+		if hint := storeBelow(abs); hint != "" {
+			return nil, fmt.Errorf("%w at %s itself, but %s holds one: run the command on that folder (or pass --plain to read this folder as a plain tree)", ErrNoStore, path, hint)
+		}
+	}
+	if usmt2 := childFold(abs, "USMT2.UNC"); usmt2 != "" {
+		return nil, fmt.Errorf("%s holds a USMT 2 / Files and Settings Transfer Wizard store (%s): %w; copy its files with a plain tool or restore it on Windows XP-era tooling", path, usmt2, ErrUnsupported)
+	}
+	d.Kind, d.Level, d.Root = KindPlain, LevelDirectory, abs
+	return d, nil
+}
+
+// detectFile identifies a single-file store.
+func detectFile(d *Detection, abs string, size int64) (*Detection, error) {
+	head, err := readHead(abs, 4096)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", d.Input, err)
+	}
+	if IsMIGSignature(head) {
+		info, err := WalkMIG(abs)
+		if err != nil {
+			return nil, err
+		}
+		d.Kind, d.Level, d.Root, d.MIG = KindMIG, LevelMIGFile, abs, info
+		d.Version = "USMT 4+"
+		if strings.EqualFold(filepath.Base(abs), "USMT3.MIG") {
+			d.Version = "USMT 3"
+		}
+		return d, nil
+	}
+	for _, k := range registeredFileKinds() {
+		if k.Sniff(head, size) {
+			k := k
+			d.Kind, d.Level, d.Root, d.fileKind = k.Kind, LevelArchive, abs, &k
+			return d, nil
+		}
+	}
+	base := filepath.Base(abs)
+	if IsControlName(base) {
+		dir := filepath.Dir(abs)
+		if detectUSMTDir(d, dir) {
+			d.Notes = append(d.Notes, fmt.Sprintf("%s is a store control file; opened the store it belongs to", base))
+			return d, nil
+		}
+	}
+	return nil, fmt.Errorf("%w at %s: it is a file, but not a USMT.MIG or a usmtkit archive", ErrNoStore, d.Input)
+}
+
+// detectUSMTDir recognises the USMT 4+ and USMT 3 layouts at any level.
+func detectUSMTDir(d *Detection, abs string) bool {
+	try := func(storePath, level string) bool {
+		for _, v := range []struct {
+			folder, mig, version string
+			kind                 Kind
+		}{{"USMT", "USMT.MIG", "USMT 4+", KindUSMTDir}, {"USMT3", "USMT3.MIG", "USMT 3", KindUSMT3Dir}} {
+			folder := childFold(storePath, v.folder)
+			if folder == "" {
+				continue
+			}
+			hasTree := childFold(folder, "File") != "" || childFold(folder, "catalog.mig") != ""
+			if mig := childFold(folder, v.mig); mig != "" && !hasTree {
+				info, err := WalkMIG(mig)
+				if err != nil {
+					continue
+				}
+				d.Kind, d.Version, d.Level, d.Root, d.MIG = KindMIG, v.version, level, mig, info
+				d.Notes = append(d.Notes, "compressed store: "+mig)
+				return true
+			}
+			if hasTree {
+				d.Kind, d.Version, d.Level, d.Root = v.kind, v.version, level, storePath
+				return true
+			}
+		}
+		return false
+	}
+	base := filepath.Base(abs)
+	parent := filepath.Dir(abs)
+	switch {
+	case try(abs, LevelStorePath):
+	case (strings.EqualFold(base, "USMT") || strings.EqualFold(base, "USMT3")) && try(parent, LevelUSMTFolder):
+	case strings.EqualFold(base, "File") && isUSMTName(filepath.Base(parent)) && try(filepath.Dir(parent), LevelFileFolder):
+	case isDriveFolder(base) && strings.EqualFold(filepath.Base(parent), "File") &&
+		isUSMTName(filepath.Base(filepath.Dir(parent))) && try(filepath.Dir(filepath.Dir(parent)), LevelDriveFolder):
+	default:
+		return false
+	}
+	if d.Level != LevelStorePath {
+		d.Notes = append(d.Notes, fmt.Sprintf("%s is the %s of a store; opened the whole store at %s", d.Input, levelWords(d.Level), d.Root))
+	}
+	return true
+}
+
+func isUSMTName(s string) bool { return strings.EqualFold(s, "USMT") || strings.EqualFold(s, "USMT3") }
+
+func levelWords(level string) string {
+	switch level {
+	case LevelUSMTFolder:
+		return "USMT folder"
+	case LevelFileFolder:
+		return "File folder"
+	case LevelDriveFolder:
+		return "drive folder"
+	}
+	return level
+}
+
+// childFold finds a child of dir by case-insensitive name (stores come
+// from Windows, and copies keep whatever case the copier chose).
+func childFold(dir, name string) string {
+	p := filepath.Join(dir, name)
+	if _, err := os.Lstat(p); err == nil {
+		return p
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		if strings.EqualFold(e.Name(), name) {
+			return filepath.Join(dir, e.Name())
+		}
+	}
+	return ""
+}
+
+func readHead(path string, n int) ([]byte, error) {
+	r := &fsReader{}
+	f, err := r.openRead(path, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	m, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, err
+	}
+	return buf[:m], nil
+}
+
+// storeBelow returns the first child folder that is itself a store, so a
+// path one level too high gets a helpful hint instead of a plain listing.
+func storeBelow(abs string) string {
+	ents, err := os.ReadDir(abs)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		p := filepath.Join(abs, e.Name())
+		var d Detection
+		if detectUSMTDir(&d, p) && d.Level == LevelStorePath {
+			return p
+		}
+	}
+	return ""
+}
+
+// isStoreID reports whether name is a 64-hex SMP store id.
+func isStoreID(name string) bool {
+	if len(name) != 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// detectSMP recognises a copy of a state migration point share: either
+// the share root (holding SMPSTORE* folders) or one SMPSTORE folder
+// (holding 64-hex store ids).
+func detectSMP(d *Detection, abs string) (bool, error) {
+	ents, err := os.ReadDir(abs)
+	if err != nil {
+		return false, nil
+	}
+	var shares []string
+	ids := 0
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if strings.HasPrefix(strings.ToUpper(e.Name()), "SMPSTORE") {
+			shares = append(shares, filepath.Join(abs, e.Name()))
+		} else if isStoreID(e.Name()) {
+			ids++
+		}
+	}
+	switch {
+	case len(shares) > 0:
+	case ids > 0:
+		shares = []string{abs}
+	default:
+		return false, nil
+	}
+	sort.Strings(shares)
+	d.Kind, d.Level, d.Root = KindSMP, LevelShare, abs
+	for _, sh := range shares {
+		kids, err := os.ReadDir(sh)
+		if err != nil {
+			d.Members = append(d.Members, Member{Share: filepath.Base(sh), Path: sh, Err: err.Error()})
+			continue
+		}
+		for _, k := range kids {
+			if !k.IsDir() || !isStoreID(k.Name()) {
+				continue
+			}
+			d.Members = append(d.Members, describeMember(filepath.Base(sh), filepath.Join(sh, k.Name()), k.Name()))
+		}
+	}
+	return true, nil
+}
+
+func describeMember(share, path, id string) Member {
+	m := Member{Share: share, ID: id, Path: path}
+	var md Detection
+	md.Input = path
+	if !detectUSMTDir(&md, path) {
+		m.Err = "no USMT store inside"
+		return m
+	}
+	m.Kind = md.Kind
+	if md.MIG != nil {
+		m.Size = md.MIG.Size
+		m.Encrypted = md.MIG.Encrypted
+		return m
+	}
+	_ = filepath.WalkDir(path, func(_ string, de fs.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			if fi, err := de.Info(); err == nil {
+				m.Size += fi.Size()
+			}
+		}
+		return nil
+	})
+	return m
+}
+
+// Open detects and opens a store. Several paths are opened together as one
+// multi-volume store (the same store path on several volumes); they must
+// all be directory stores of the same kind.
+func Open(paths ...string) (Store, error) {
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%w: no path given", ErrNoStore)
+	}
+	var ds []*Detection
+	for _, p := range paths {
+		d, err := Detect(p)
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return OpenDetected(ds)
+}
+
+// OpenDetected opens what Detect found.
+func OpenDetected(ds []*Detection) (Store, error) {
+	d := ds[0]
+	switch d.Kind {
+	case KindSMP:
+		return nil, fmt.Errorf("%w: %s is a copy of a state migration point share holding %d stores; run `usmtkit info %s` to list them, then pass one store's folder", ErrNoStore, d.Input, len(d.Members), d.Input)
+	case KindMIG:
+		return nil, d.MIG.openError(d.Root)
+	}
+	if d.fileKind != nil {
+		if len(ds) > 1 {
+			return nil, fmt.Errorf("%s is a single-file store: open it alone, not with other paths", d.Input)
+		}
+		return d.fileKind.Open(d.Root)
+	}
+	var roots, inputs, notes []string
+	seen := map[string]bool{}
+	for _, x := range ds {
+		if x.Kind != d.Kind {
+			return nil, fmt.Errorf("%s is a %s store but %s is a %s store: only volumes of one store can be opened together", d.Input, d.Kind, x.Input, x.Kind)
+		}
+		real, err := filepath.EvalSymlinks(x.Root)
+		if err != nil {
+			real = x.Root
+		}
+		if seen[real] {
+			return nil, fmt.Errorf("%s was given twice (as %s)", x.Root, x.Input)
+		}
+		seen[real] = true
+		roots = append(roots, x.Root)
+		inputs = append(inputs, x.Input)
+		notes = append(notes, x.Notes...)
+	}
+	if len(roots) > 1 {
+		notes = append(notes, fmt.Sprintf("%d volumes merged into one store", len(roots)))
+	}
+	return openDirStore(d.Kind, d.Version, d.Level, inputs, roots, notes)
+}

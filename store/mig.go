@@ -1,0 +1,160 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"unicode/utf16"
+)
+
+// USMT.MIG (compressed store) identification and structural walk.
+//
+// What is known (docs/mig.md; PhotoRec file_mig.c and file(1) Magdir/windows):
+// the file starts with "1giM" and a u32 LE version (2); it holds a chain
+// of records tagged "MRTS", each with a 24-byte header (tag, name length
+// u32, size u32, three unknown u32) followed by a UTF-16LE name; the next
+// record starts at offset + 24 + size. Unencrypted files have the first
+// record at 0x18 (file(1)) or 0x34 (PhotoRec); in encrypted files the
+// first tag sits further in. Nothing else is known and no real sample was
+// available, so contents are never decoded: this walk only tells the
+// technician what the file is.
+
+var (
+	migMagic = []byte("1giM")
+	mrtsTag  = []byte("MRTS")
+)
+
+const (
+	migMaxRecords   = 1 << 20 // stop walking (and say so) past this many records
+	migNameCap      = 2048    // bytes of a record name we decode
+	migFirstNames   = 5
+	migScanForFirst = 64 << 10
+)
+
+// MIGInfo is what the structural walk of a USMT.MIG file found.
+type MIGInfo struct {
+	Size          int64    `json:"size"`
+	FormatVersion uint32   `json:"format_version"`
+	FirstRecord   int64    `json:"first_record_offset"` // -1 when no MRTS record was found
+	Records       int      `json:"records_walked"`
+	FirstNames    []string `json:"first_record_names"`
+	ChainEnd      int64    `json:"chain_end"`    // where the walk stopped
+	Truncated     bool     `json:"truncated"`    // a record runs past the end of the file
+	ChainBroken   bool     `json:"chain_broken"` // the walk met bytes that are not a record before the end
+	WalkCapped    bool     `json:"walk_capped"`  // stopped after migMaxRecords
+	Encrypted     bool     `json:"encrypted"`
+}
+
+// IsMIGSignature reports whether head starts with the USMT.MIG signature.
+func IsMIGSignature(head []byte) bool {
+	return len(head) >= 8 && bytes.Equal(head[:4], migMagic)
+}
+
+// WalkMIG identifies a USMT.MIG file and walks its record chain as far as
+// the published facts allow.
+func WalkMIG(path string) (*MIGInfo, error) {
+	r := &fsReader{}
+	f, err := r.openRead(path, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, describeErrno(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return walkMIG(f, fi.Size())
+}
+
+func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
+	info := &MIGInfo{Size: size, FirstRecord: -1}
+	var hdr [24]byte
+	if _, err := r.ReadAt(hdr[:8], 0); err != nil {
+		return nil, fmt.Errorf("reading the MIG header: %w", err)
+	}
+	if !IsMIGSignature(hdr[:8]) {
+		return nil, fmt.Errorf("%w: not a USMT.MIG signature", ErrNoStore)
+	}
+	info.FormatVersion = binary.LittleEndian.Uint32(hdr[4:8])
+
+	first := int64(-1)
+	for _, off := range []int64{0x18, 0x34} {
+		if n, _ := r.ReadAt(hdr[:4], off); n == 4 && bytes.Equal(hdr[:4], mrtsTag) {
+			first = off
+			break
+		}
+	}
+	if first < 0 {
+		// Not where an unencrypted store has it: look further in. A first
+		// record further in (or none) is what encrypted stores look like.
+		info.Encrypted = true
+		scan := make([]byte, min(size, migScanForFirst))
+		n, _ := r.ReadAt(scan, 0)
+		if i := bytes.Index(scan[:n], mrtsTag); i >= 0 {
+			first = int64(i)
+		}
+	}
+	info.FirstRecord = first
+	if first < 0 {
+		info.ChainEnd = 8
+		return info, nil
+	}
+	off := first
+	for off < size {
+		if info.Records >= migMaxRecords {
+			info.WalkCapped = true
+			break
+		}
+		n, _ := r.ReadAt(hdr[:], off)
+		if n < 24 {
+			info.Truncated = true
+			break
+		}
+		if !bytes.Equal(hdr[:4], mrtsTag) {
+			info.ChainBroken = true
+			break
+		}
+		nameLen := int64(binary.LittleEndian.Uint32(hdr[4:8]))
+		recSize := int64(binary.LittleEndian.Uint32(hdr[8:12]))
+		next := off + 24 + recSize
+		if next > size || off+24+nameLen > size {
+			info.Truncated = true
+			info.Records++
+			break
+		}
+		if len(info.FirstNames) < migFirstNames && !info.Encrypted {
+			nb := make([]byte, min(nameLen, migNameCap))
+			if m, _ := r.ReadAt(nb, off+24); m == len(nb) {
+				info.FirstNames = append(info.FirstNames, decodeUTF16LE(nb))
+			}
+		}
+		info.Records++
+		if next <= off {
+			info.ChainBroken = true
+			break
+		}
+		off = next
+	}
+	info.ChainEnd = off
+	return info, nil
+}
+
+func decodeUTF16LE(b []byte) string {
+	u := make([]uint16, len(b)/2)
+	for i := range u {
+		u[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	for len(u) > 0 && u[len(u)-1] == 0 {
+		u = u[:len(u)-1]
+	}
+	return string(utf16.Decode(u))
+}
+
+// openError says plainly why a MIG cannot be opened and what to do instead.
+func (m *MIGInfo) openError(path string) error {
+	if m.Encrypted {
+		return fmt.Errorf("%s %w and cannot be read here; restore it on Windows with the key from the ConfigMgr console (User State Migration > recovery information): usmtutils /extract %s <dest> /decrypt /key:<key>, or loadstate with /decrypt", path, ErrEncrypted, path)
+	}
+	return fmt.Errorf("%s is a compressed USMT store: %w (the USMT.MIG format is not documented); on Windows run usmtutils /extract %s <dest>, or restore with loadstate; `usmtkit info` shows what the file holds", path, ErrUnsupported, path)
+}

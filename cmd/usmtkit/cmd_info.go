@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+type infoOptions struct {
+	globalOptions
+	JSON  bool
+	Plain bool
+}
+
+func init() {
+	register(&cli.Command{
+		Name:      "info",
+		Usage:     "say what a store is and what it holds",
+		ArgsUsage: "STORE [STORE...]",
+		Description: `Detects the store kind at any level of its path and walks it once: kind, USMT
+version, volumes and drives, user profiles, files, folders, bytes (apparent
+and unique, hard links counted once), control files, encryption, and
+everything that could not be read. Several STOREs are the volumes of one
+multi-volume hard-link store. A state migration point share copy lists its
+stores; a USMT.MIG file is identified and structurally walked.
+
+Examples:
+   usmtkit info /mnt/c/_SMSTaskSequence/StateStore
+   usmtkit info /mnt/c/USMTMIG /mnt/d/USMTMIG --json
+
+` + exitcodes.Table,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "one JSON object on stdout"},
+			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
+		},
+		Action: func(c *cli.Context) error {
+			o := &infoOptions{globalOptions: *globalsOf(c), JSON: c.Bool("json"), Plain: c.Bool("plain")}
+			return runInfo(c.Context, o, c.Args().Slice())
+		},
+	})
+}
+
+// infoReport is the --json shape of `info` (docs/cli.md).
+type infoReport struct {
+	Input     []string            `json:"input"`
+	Kind      store.Kind          `json:"kind"`
+	StoreType string              `json:"store_type"` // uncompressed, hard-link, compressed, share, archive, plain
+	Version   string              `json:"version,omitempty"`
+	Level     string              `json:"level"`
+	Roots     []string            `json:"roots"`
+	Encrypted bool                `json:"encrypted"`
+	Readable  bool                `json:"readable"` // usmtkit can read the contents
+	Control   []store.ControlFile `json:"control_files"`
+	Clashes   []string            `json:"clashes"`
+	Notes     []string            `json:"notes"`
+	Summary   *store.Summary      `json:"summary,omitempty"`
+	MIG       *store.MIGInfo      `json:"mig,omitempty"`
+	Members   []store.Member      `json:"stores,omitempty"`
+}
+
+func detectAll(args []string, plain bool) ([]*store.Detection, error) {
+	var ds []*store.Detection
+	for _, a := range args {
+		var d *store.Detection
+		var err error
+		if plain {
+			d, err = store.DetectPlain(a)
+		} else {
+			d, err = store.Detect(a)
+		}
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
+}
+
+func runInfo(ctx context.Context, o *infoOptions, args []string) error {
+	if len(args) == 0 {
+		return exitcodes.Usagef("info needs at least one STORE path")
+	}
+	ds, err := detectAll(args, o.Plain)
+	if err != nil {
+		return err
+	}
+	d := ds[0]
+	rep := &infoReport{Input: args, Kind: d.Kind, Version: d.Version, Level: d.Level, Notes: d.Notes}
+	switch d.Kind {
+	case store.KindMIG:
+		if len(ds) > 1 {
+			return exitcodes.Usagef("a USMT.MIG is a single-file store: give it alone")
+		}
+		rep.StoreType, rep.Roots, rep.MIG, rep.Encrypted = "compressed", []string{d.Root}, d.MIG, d.MIG.Encrypted
+		rep.Notes = append(rep.Notes, "usmtkit cannot read USMT.MIG contents (the format is not documented): on Windows run usmtutils /extract, or restore with loadstate")
+		return o.printInfo(rep)
+	case store.KindSMP:
+		if len(ds) > 1 {
+			return exitcodes.Usagef("give one state migration point share copy at a time")
+		}
+		rep.StoreType, rep.Roots, rep.Members = "share", []string{d.Root}, d.Members
+		return o.printInfo(rep)
+	}
+	s, err := store.OpenDetected(ds)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	m := o.meter("walking")
+	sum, err := store.Summarize(ctx, s, func(files, bytes int64) { m.Set(files, bytes) })
+	m.Done()
+	info := s.Info()
+	rep.Kind, rep.Version, rep.Level, rep.Roots = info.Kind, info.Version, info.Level, info.Roots
+	rep.Encrypted, rep.Control, rep.Clashes, rep.Notes = info.Encrypted, info.Control, info.Clashes, info.Notes
+	rep.Summary, rep.Readable = sum, true
+	rep.StoreType = storeType(info.Kind, sum)
+	if perr := o.printInfo(rep); perr != nil {
+		return perr
+	}
+	if err != nil {
+		return err
+	}
+	return partialErr(sum.ProblemCount, len(info.Clashes))
+}
+
+// partialErr turns counts of unreadable entries and volume clashes into
+// the partial status, or nil.
+func partialErr(problems int64, clashes int) error {
+	var parts []string
+	if problems > 0 {
+		parts = append(parts, fmt.Sprintf("%d entries could not be read", problems))
+	}
+	if clashes > 0 {
+		parts = append(parts, fmt.Sprintf("%d paths exist on more than one volume (the first volume's copy is shown)", clashes))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", strings.Join(parts, "; "), exitcodes.ErrPartial)
+}
+
+func storeType(k store.Kind, sum *store.Summary) string {
+	switch k {
+	case store.KindUSMTDir, store.KindUSMT3Dir:
+		if sum != nil && sum.MultiLinked > 0 {
+			return "hard-link"
+		}
+		return "uncompressed"
+	case store.KindArchive:
+		return "archive"
+	}
+	return "plain"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (o *infoOptions) printInfo(r *infoReport) error {
+	w := o.Stdout
+	if o.JSON {
+		for _, p := range []*[]string{&r.Clashes, &r.Notes, &r.Roots} {
+			if *p == nil {
+				*p = []string{}
+			}
+		}
+		if r.Control == nil {
+			r.Control = []store.ControlFile{}
+		}
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	}
+	kind := string(r.Kind)
+	if r.Version != "" {
+		kind += ", " + r.Version
+	}
+	fmt.Fprintf(w, "store:       %s\n", strings.Join(r.Input, ", "))
+	fmt.Fprintf(w, "kind:        %s store (%s)\n", r.StoreType, kind)
+	fmt.Fprintf(w, "found at:    %s level\n", r.Level)
+	if len(r.Roots) > 1 {
+		fmt.Fprintf(w, "volumes:     %d: %s\n", len(r.Roots), strings.Join(r.Roots, ", "))
+	} else if len(r.Roots) == 1 {
+		fmt.Fprintf(w, "root:        %s\n", r.Roots[0])
+	}
+	fmt.Fprintf(w, "encrypted:   %s\n", yesNo(r.Encrypted))
+	switch r.Kind {
+	case store.KindMIG:
+		g := r.MIG
+		fmt.Fprintf(w, "readable:    no (USMT.MIG contents are not readable by usmtkit)\n")
+		fmt.Fprintf(w, "size:        %s\n", progress.Bytes(g.Size))
+		fmt.Fprintf(w, "signature:   1giM, format version %d\n", g.FormatVersion)
+		if g.FirstRecord >= 0 {
+			fmt.Fprintf(w, "records:     %d walked from offset %#x (first MRTS record)\n", g.Records, g.FirstRecord)
+		} else {
+			fmt.Fprintf(w, "records:     no MRTS record found in the first 64 KiB\n")
+		}
+		for _, n := range g.FirstNames {
+			fmt.Fprintf(w, "  record:    %s\n", n)
+		}
+		if g.Truncated {
+			fmt.Fprintf(w, "damage:      the file is truncated: a record runs past its end at %#x\n", g.ChainEnd)
+		} else if g.ChainBroken {
+			fmt.Fprintf(w, "note:        the record chain stops at %#x before the end (unknown structure or damage)\n", g.ChainEnd)
+		}
+		if g.Encrypted {
+			fmt.Fprintf(w, "next step:   get the key from the ConfigMgr console (User State Migration > recovery information) and run on Windows: usmtutils /extract FILE DEST /decrypt /key:KEY\n")
+		} else {
+			fmt.Fprintf(w, "next step:   on Windows run usmtutils /extract FILE DEST (or loadstate) to restore it\n")
+		}
+	case store.KindSMP:
+		fmt.Fprintf(w, "stores:      %d\n", len(r.Members))
+		for _, m := range r.Members {
+			if m.Err != "" {
+				fmt.Fprintf(w, "  %s/%s  %s\n", m.Share, m.ID, m.Err)
+				continue
+			}
+			fmt.Fprintf(w, "  %s/%s  %-12s %10s  encrypted: %s\n", m.Share, m.ID, m.Kind, progress.Bytes(m.Size), yesNo(m.Encrypted))
+		}
+	default:
+		s := r.Summary
+		fmt.Fprintf(w, "readable:    yes\n")
+		if len(r.Control) == 0 && (r.Kind == store.KindUSMTDir || r.Kind == store.KindUSMT3Dir) {
+			fmt.Fprintf(w, "catalog:     MISSING (LoadState needs catalog.mig; the files can still be copied out)\n")
+		}
+		for _, c := range r.Control {
+			fmt.Fprintf(w, "control:     %s (%s)\n", c.StorePath, progress.Bytes(c.Size))
+		}
+		var drives []string
+		for _, d := range s.Drives {
+			drives = append(drives, fmt.Sprintf("%s: (%d files, %s)", d.Drive, d.Files, progress.Bytes(d.Bytes)))
+		}
+		if len(drives) > 0 {
+			fmt.Fprintf(w, "drives:      %s\n", strings.Join(drives, ", "))
+		}
+		if len(s.Users) > 0 {
+			fmt.Fprintf(w, "users:       %d\n", len(s.Users))
+			for _, u := range s.Users {
+				fmt.Fprintf(w, "  %-40s %8d files %10s\n", u.Path, u.Files, progress.Bytes(u.Bytes))
+			}
+		}
+		fmt.Fprintf(w, "files:       %d (%d control)\n", s.Files, s.Control)
+		fmt.Fprintf(w, "folders:     %d\n", s.Dirs)
+		if s.Symlinks+s.Others > 0 {
+			fmt.Fprintf(w, "other:       %d symlinks, %d FIFOs/sockets/devices (listed, never read)\n", s.Symlinks, s.Others)
+		}
+		fmt.Fprintf(w, "bytes:       %s apparent, %s unique (hard links once)\n", progress.Bytes(s.BytesApparent), progress.Bytes(s.BytesUnique))
+		if s.MultiLinked > 0 {
+			fmt.Fprintf(w, "hard links:  %d files have other links; %d link groups inside the store\n", s.MultiLinked, s.InStoreLinkGroups)
+		}
+		for _, c := range r.Clashes {
+			fmt.Fprintf(w, "CLASH:       %s exists on more than one volume; the first volume's copy is used\n", c)
+		}
+		if s.ProblemCount > 0 {
+			fmt.Fprintf(w, "UNREADABLE:  %d entries\n", s.ProblemCount)
+			for _, p := range s.Problems {
+				fmt.Fprintf(w, "  %s: %s\n", p.StorePath, p.Error)
+			}
+			if int64(len(s.Problems)) < s.ProblemCount {
+				fmt.Fprintf(w, "  ... and %d more\n", s.ProblemCount-int64(len(s.Problems)))
+			}
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note:        %s\n", n)
+	}
+	return nil
+}

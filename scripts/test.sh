@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this with CI=true).
+# On a fresh Debian machine, run as root: it installs what the tests need.
+# Under CI=true, tests that need FUSE, ntfs-3g, tar or zstd FAIL when those
+# are missing instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:/sbin:/usr/sbin"
+
+# command -> Debian package
+tools=(
+  fusermount3:fuse3 ntfs-3g:ntfs-3g mkntfs:ntfs-3g zstd:zstd tar:tar
+  mksquashfs:squashfs-tools unsquashfs:squashfs-tools xxhsum:xxhash getfattr:attr
+  mkfs.vfat:dosfstools fusefat:fusefat b3sum:b3sum squashfuse:squashfuse
+  archivemount:archivemount fuser:psmisc
+)
+missing=()
+for t in "${tools[@]}"; do
+  cmd=${t%%:*} pkg=${t##*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing: $pkgs"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+  else
+    echo "warning: missing packages ($pkgs); run as root to install them; the tests needing them will skip (or fail under CI=true)" >&2
+  fi
+fi
+if [ ! -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then
+  modprobe fuse 2>/dev/null || true
+fi
+
+command -v go >/dev/null || { echo "go is not installed (need Go 1.26+)" >&2; exit 1; }
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" $unformatted >&2
+  exit 1
+fi
+echo "== go vet"
+go vet ./...
+echo "== go test -race"
+set +e
+go test -race -count=1 -timeout 20m ./... 2>&1 | tee /tmp/usmtkit-test.log | grep -v -E '^(=== (RUN|PAUSE|CONT)|--- PASS)'
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "FAIL: go test exited $status (full log: /tmp/usmtkit-test.log)" >&2
+  exit "$status"
+fi
+echo "== leftover mounts"
+if grep -E ' (fuse|fuse\.[a-z0-9_-]+|fuseblk) ' /proc/self/mountinfo | grep -E '/tmp/|usmtkit' ; then
+  echo "FAIL: a test left a mount behind" >&2
+  exit 1
+fi
+echo "all tests passed"

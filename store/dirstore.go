@@ -342,7 +342,10 @@ func (s *dirStore) Open(e *Entry) (File, error) {
 		f.Close()
 		return nil, &PathError{Op: "opening", Path: e.StorePath, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || (e.Ino != 0 && st.Ino != e.Ino) {
+	// The same inode number can come back for a new file (ext4 reuses
+	// them), so size and mtime are compared too.
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || (e.Ino != 0 && st.Ino != e.Ino) ||
+		st.Size != e.Size || st.Mtim.Sec*1e9+int64(st.Mtim.Nsec) != e.MtimeNs {
 		f.Close()
 		return nil, &PathError{Op: "opening", Path: e.StorePath, Err: fmt.Errorf("no longer the file that was listed: %w", ErrChanged)}
 	}

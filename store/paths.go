@@ -34,6 +34,9 @@ func ComparePaths(a, b string) int {
 
 // JoinPath joins a store directory path and a child name.
 func JoinPath(dir, name string) string {
+	if name == "" {
+		return dir
+	}
 	if dir == "" {
 		return name
 	}

@@ -22,6 +22,11 @@ type Summary struct {
 	// groups with more than one path inside the store.
 	MultiLinked       int64 `json:"multi_linked_files"`
 	InStoreLinkGroups int64 `json:"in_store_link_groups"`
+	// LinkedOutside counts files whose link count is higher than the
+	// number of their paths inside the store: other links exist (the live
+	// profile of a hard-link store). ntfs-3g may count a DOS 8.3 name as
+	// a link, so this is a strong hint, not proof; hardlinkscan decides.
+	LinkedOutside int64 `json:"linked_outside_files"`
 
 	Drives []DriveSummary `json:"drives"`
 	Users  []UserSummary  `json:"users"`
@@ -64,7 +69,8 @@ func Summarize(ctx context.Context, s Store, progress func(files, bytes int64)) 
 	users := map[string]*UserSummary{}
 	// Only multi-link files need remembering to count unique bytes; a
 	// group seen twice inside the store is an in-store link group.
-	seenGroups := map[uint64]uint8{}
+	type group struct{ paths, nlink uint32 }
+	seenGroups := map[uint64]*group{}
 	err := s.Walk(ctx, func(e *Entry, err error) error {
 		if err != nil {
 			sum.ProblemCount++
@@ -93,14 +99,16 @@ func Summarize(ctx context.Context, s Store, progress func(files, bytes int64)) 
 		unique := true
 		if e.Nlink > 1 && e.LinkID != 0 {
 			sum.MultiLinked++
-			switch seenGroups[e.LinkID] {
-			case 0:
-				seenGroups[e.LinkID] = 1
-			case 1:
-				seenGroups[e.LinkID] = 2
+			g := seenGroups[e.LinkID]
+			switch {
+			case g == nil:
+				seenGroups[e.LinkID] = &group{paths: 1, nlink: e.Nlink}
+			case g.paths == 1:
+				g.paths++
 				sum.InStoreLinkGroups++
 				unique = false
 			default:
+				g.paths++
 				unique = false
 			}
 		}
@@ -131,6 +139,11 @@ func Summarize(ctx context.Context, s Store, progress func(files, bytes int64)) 
 		}
 		return nil
 	})
+	for _, g := range seenGroups {
+		if g.nlink > g.paths {
+			sum.LinkedOutside += int64(g.paths)
+		}
+	}
 	for _, d := range drives {
 		sum.Drives = append(sum.Drives, *d)
 	}

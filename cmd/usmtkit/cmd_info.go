@@ -149,7 +149,7 @@ func partialErr(problems int64, clashes int) error {
 func storeType(k store.Kind, sum *store.Summary) string {
 	switch k {
 	case store.KindUSMTDir, store.KindUSMT3Dir:
-		if sum != nil && sum.MultiLinked > 0 {
+		if sum != nil && sum.LinkedOutside > 0 {
 			return "hard-link"
 		}
 		return "uncompressed"
@@ -259,7 +259,7 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 		}
 		fmt.Fprintf(w, "bytes:       %s apparent, %s unique (hard links once)\n", progress.Bytes(s.BytesApparent), progress.Bytes(s.BytesUnique))
 		if s.MultiLinked > 0 {
-			fmt.Fprintf(w, "hard links:  %d files have other links; %d link groups inside the store\n", s.MultiLinked, s.InStoreLinkGroups)
+			fmt.Fprintf(w, "hard links:  %d files have links outside the store (run usmtkit hardlinks before deleting it); %d link groups inside the store\n", s.LinkedOutside, s.InStoreLinkGroups)
 		}
 		for _, c := range r.Clashes {
 			fmt.Fprintf(w, "CLASH:       %s exists on more than one volume; the first volume's copy is used\n", c)

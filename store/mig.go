@@ -10,7 +10,7 @@ import (
 
 // USMT.MIG (compressed store) identification and structural walk.
 //
-// What is known (docs/mig.md; PhotoRec file_mig.c and file(1) Magdir/windows):
+// What is known (docs/stores.md; PhotoRec file_mig.c and file(1) Magdir/windows):
 // the file starts with "1giM" and a u32 LE version (2); it holds a chain
 // of records tagged "MRTS", each with a 24-byte header (tag, name length
 // u32, size u32, three unknown u32) followed by a UTF-16LE name; the next

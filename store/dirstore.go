@@ -124,6 +124,10 @@ func (s *dirStore) statEntry(vol int, storePath string) (*Entry, error) {
 	return e, nil
 }
 
+// testHookAfterList lets a test change the tree between a directory's
+// listing and the stat of its children, where a live store changes.
+var testHookAfterList func(storePath string)
+
 // child is one name of a merged directory: the entry found on each volume.
 type child struct {
 	name    string
@@ -151,6 +155,9 @@ func (s *dirStore) listMerged(storePath string, vols []int) (kids []child, listE
 		}
 	}
 	sort.Strings(names)
+	if testHookAfterList != nil {
+		testHookAfterList(storePath)
+	}
 	kids = make([]child, 0, len(names))
 	for _, n := range names {
 		c := child{name: n}

@@ -307,3 +307,19 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+func TestPermuteArgs(t *testing.T) {
+	app := newApp(&globalOptions{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+	for in, want := range map[string]string{
+		"usmtkit info S --json":          "usmtkit info --json S",
+		"usmtkit info S -q":              "usmtkit -q info S",
+		"usmtkit ls S C:\\x -R --user u": "usmtkit ls -R --user u S C:\\x",
+		"usmtkit ls S -- -R":             "usmtkit ls S -- -R",
+		"usmtkit -q info S":              "usmtkit -q info S",
+	} {
+		got := strings.Join(permuteArgs(app, strings.Fields(in)), " ")
+		if got != want {
+			t.Errorf("%q -> %q, want %q", in, got, want)
+		}
+	}
+}

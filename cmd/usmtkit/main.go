@@ -141,14 +141,18 @@ func permuteArgs(app *cli.App, args []string) []string {
 			takesValue[n] = !isBool
 		}
 	}
-	out := append([]string{}, args[:ci+1]...)
-	var flags, pos []string
+	globals := map[string]bool{"-q": true, "--quiet": true, "-v": true, "--verbose": true}
+	var flags, pos, global []string
 	rest := args[ci+1:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		if a == "--" {
 			pos = append(pos, rest[i:]...)
 			break
+		}
+		if globals[a] && !takesValue[strings.TrimLeft(a, "-")] {
+			global = append(global, a) // -q/-v after the command still mean the global flags
+			continue
 		}
 		if strings.HasPrefix(a, "-") && a != "-" {
 			flags = append(flags, a)
@@ -161,6 +165,9 @@ func permuteArgs(app *cli.App, args []string) []string {
 		}
 		pos = append(pos, a)
 	}
+	out := append([]string{}, args[:ci]...)
+	out = append(out, global...)
+	out = append(out, args[ci])
 	out = append(out, flags...)
 	return append(out, pos...)
 }

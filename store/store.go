@@ -90,7 +90,7 @@ func (t EntryType) String() string {
 
 // Entry is one file, directory or other node of a store.
 //
-// If you add a field, update the manifest (store/manifest.go), the archive
+// If you add a field, update the manifest record (internal/manifest/record.go), the archive
 // TOC (compress/toc.go) and docs/manifest.md and docs/format.md.
 type Entry struct {
 	StorePath string // slash-separated, relative to the store root; "" is the root itself

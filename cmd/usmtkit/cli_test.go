@@ -15,7 +15,6 @@ import (
 
 	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
-	"github.com/usmtkit/usmtkit/store"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/golden")
@@ -287,12 +286,12 @@ func TestPermissionDenied(t *testing.T) {
 		t.Fatalf("ls as nobody: exit %d\n%s", code, out)
 	}
 	// The unreadable file is found by a command that reads contents.
-	s, err := store.Open(h.StorePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Stat(h.NoAccessFile); err != nil {
-		t.Fatal(err)
+	outDir := filepath.Join(top, "out")
+	os.Mkdir(outDir, 0o777)
+	os.Chmod(outDir, 0o777)
+	code, out = runAs("index", h.StorePath, "-o", filepath.Join(outDir, "m.ndjson"))
+	if code != exitcodes.Partial || !strings.Contains(out, filepath.Base(h.NoAccessFile)) || !strings.Contains(out, "Locked") {
+		t.Fatalf("index as nobody: exit %d\n%s", code, out)
 	}
 }
 

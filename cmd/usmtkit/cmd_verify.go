@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/manifest"
+	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/internal/verify"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+type verifyOptions struct {
+	globalOptions
+	Manifest string
+	Level    string
+	Report   string // summary, all, failureonly, catalog; "" = summary (text) or all (--json)
+	JSON     bool
+	Log      string
+	Threads  int
+	Plain    bool
+}
+
+func init() {
+	register(&cli.Command{
+		Name:      "verify",
+		Usage:     "check a store against its manifest, or check that it is readable and consistent",
+		ArgsUsage: "STORE [STORE...] [--manifest MANIFEST]",
+		Description: `With --manifest (written by usmtkit index), every entry is compared with the
+manifest: OK, MISSING, EXTRA, CHANGED (size, modified time or type differ),
+CORRUPTED (content hash differs with the same size and time) or UNREADABLE;
+the control files (catalog.mig, migstate.dat) are checked the same way. Without
+a manifest, a structural check: every file readable end to end, hard-link
+groups consistent, catalog.mig present in USMT layouts.
+
+Levels (--level): structure = metadata only, no content read; data (default) =
+also read and hash every file. The report always names the level that ran.
+
+Reports (--report), as usmtutils /verify: summary (default: the damaged files
+and the counts), all (one "<path><TAB><STATUS>" line per file, then
+"CATALOG<TAB><STATUS>"), failureonly (only the lines not OK), catalog (only the
+CATALOG line). With all, failureonly and catalog the summary goes to stderr.
+--json prints one object per file (all files unless --report failureonly,
+summary or catalog) and a final summary object, printed even when the run is
+interrupted. --log FILE also writes the full per-file report to FILE.
+
+Examples:
+   usmtkit verify /mnt/c/USMTMIG --manifest /root/jdoe.manifest
+   usmtkit verify /mnt/c/USMTMIG --manifest m --report failureonly --log /root/verify.log
+   usmtkit verify /media/usb/store --level structure --json
+
+` + exitcodes.Table,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the manifest to check against (from usmtkit index)"},
+			&cli.StringFlag{Name: "level", Value: string(verify.LevelData), Usage: "structure (metadata only) or data (read and hash every file)"},
+			&cli.StringFlag{Name: "report", Usage: "summary, all, failureonly or catalog (default summary; all under --json)"},
+			&cli.BoolFlag{Name: "json", Usage: "NDJSON on stdout: one object per file, then a summary object"},
+			&cli.StringFlag{Name: "log", Usage: "also write the full per-file report to this file (outside the store)"},
+			&cli.IntFlag{Name: "threads", Value: manifest.DefaultThreads, Usage: "files read in parallel"},
+			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
+		},
+		Action: func(c *cli.Context) error {
+			o := &verifyOptions{globalOptions: *globalsOf(c), Manifest: c.String("manifest"), Level: c.String("level"),
+				Report: c.String("report"), JSON: c.Bool("json"), Log: c.String("log"), Threads: c.Int("threads"), Plain: c.Bool("plain")}
+			return runVerify(c.Context, o, c.Args().Slice())
+		},
+	})
+}
+
+// verifyFileJSON is one --json line per file (docs/verify.md).
+type verifyFileJSON struct {
+	Type         string `json:"type"` // "file"
+	Path         string `json:"path"` // Windows path when the entry has one, else the store path
+	StorePath    string `json:"store_path"`
+	StorePathB64 string `json:"store_path_b64,omitempty"`
+	Kind         string `json:"kind"` // file, dir, symlink, other
+	Control      bool   `json:"control,omitempty"`
+	Status       string `json:"status"`
+	Detail       string `json:"detail,omitempty"`
+}
+
+// verifySummaryJSON is the final --json line (docs/verify.md).
+type verifySummaryJSON struct {
+	Type string `json:"type"` // "summary"
+	*verify.Summary
+	Store       []string `json:"store"`
+	Kind        string   `json:"kind"`
+	Manifest    string   `json:"manifest,omitempty"`
+	Damaged     int64    `json:"damaged"`
+	Interrupted bool     `json:"interrupted"`
+	Error       string   `json:"error,omitempty"`
+	ExitCode    int      `json:"exit_code"`
+	ElapsedMs   float64  `json:"elapsed_ms"`
+}
+
+func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error) {
+	if len(args) == 0 {
+		return exitcodes.Usagef("verify needs at least one STORE path")
+	}
+	level, lerr := verify.ParseLevel(o.Level)
+	if lerr != nil {
+		return exitcodes.Usagef(lerr.Error())
+	}
+	report := o.Report
+	switch report {
+	case "":
+		report = "summary"
+		if o.JSON {
+			report = "all"
+		}
+	case "summary", "all", "failureonly", "catalog":
+	default:
+		return exitcodes.Usagef(fmt.Sprintf("unknown --report %q: use summary, all, failureonly or catalog", report))
+	}
+	if o.Threads < 1 || o.Threads > 256 {
+		return exitcodes.Usagef(fmt.Sprintf("--threads must be between 1 and 256, not %d", o.Threads))
+	}
+	// From here on, --json always ends with a summary object, even when
+	// nothing could be checked.
+	early := func(err error) error {
+		if o.JSON && err != nil {
+			b, _ := json.Marshal(verifySummaryJSON{Type: "summary", Summary: &verify.Summary{Level: level, Check: checkKind(o.Manifest)},
+				Store: args, Manifest: o.Manifest, Interrupted: errors.Is(err, context.Canceled), Error: err.Error(),
+				ExitCode: exitcodes.FromError(err)})
+			fmt.Fprintln(o.Stdout, string(b))
+		}
+		return err
+	}
+	ds, err := detectAll(args, o.Plain)
+	if err != nil {
+		return early(err)
+	}
+	s, err := openStore(ds)
+	if err != nil {
+		return early(err)
+	}
+	defer s.Close()
+	info := s.Info()
+	for _, n := range info.Notes {
+		o.notef("usmtkit: note: %s", n)
+	}
+
+	var mr *manifest.Reader
+	if o.Manifest != "" {
+		mr, err = manifest.Open(o.Manifest)
+		if err != nil {
+			return early(err) // damaged manifest: tool failure (exit 1), nothing was checked
+		}
+		defer mr.Close()
+		if mr.Header.Store.Kind != string(info.Kind) {
+			o.notef("usmtkit: note: the manifest was made from a %s store; this is a %s store", mr.Header.Store.Kind, info.Kind)
+		}
+	}
+
+	var logw *bufio.Writer
+	if o.Log != "" {
+		if err := manifest.CheckOutside(o.Log, append(append([]string{}, info.Roots...), info.Input...)); err != nil {
+			if errors.Is(err, manifest.ErrInsideStore) {
+				return early(exitcodes.Usagef("refusing to write the log: " + err.Error()))
+			}
+			return early(err)
+		}
+		if o.Manifest != "" && sameFile(o.Log, o.Manifest) {
+			return early(exitcodes.Usagef(fmt.Sprintf("--log %s is the manifest itself; choose another log file", o.Log)))
+		}
+		lf, err := os.OpenFile(o.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return early(fmt.Errorf("creating the log %s: %w", o.Log, err))
+		}
+		logw = bufio.NewWriter(lf)
+		defer func() {
+			ferr := logw.Flush()
+			if cerr := lf.Close(); ferr == nil {
+				ferr = cerr
+			}
+			if ferr != nil && err == nil {
+				err = fmt.Errorf("writing the log %s: %w", o.Log, ferr)
+			}
+		}()
+	}
+
+	out := bufio.NewWriter(o.Stdout)
+	defer out.Flush()
+	m := o.meter("verifying")
+	if o.Progress {
+		if sum, err := store.Summarize(ctx, s, nil); err == nil {
+			var b int64
+			if level == verify.LevelData {
+				b = sum.BytesUnique
+			}
+			m.SetTotal(sum.Files+sum.Dirs+sum.Symlinks+sum.Others, b)
+		}
+	}
+
+	emit := func(r *verify.Result) error {
+		m.Add(1, 0)
+		line := r.Name() + "\t" + string(r.Status)
+		if logw != nil && (r.Type != "dir" || r.Status != verify.OK) {
+			fmt.Fprintf(logw, "%s\n", line)
+		}
+		if r.Type == "dir" && r.Status == verify.OK {
+			return nil
+		}
+		show := report == "all" || (r.Status != verify.OK && (report == "failureonly" || report == "summary"))
+		if !show {
+			return nil
+		}
+		if o.JSON {
+			j := verifyFileJSON{Type: "file", Path: r.Name(), StorePath: r.StorePath, Kind: r.Type, Control: r.Control,
+				Status: string(r.Status), Detail: r.Detail}
+			if !utf8.ValidString(r.StorePath) {
+				j.StorePathB64 = base64.StdEncoding.EncodeToString([]byte(r.StorePath))
+			}
+			b, _ := json.Marshal(j)
+			out.Write(append(b, '\n'))
+		} else if report == "summary" {
+			fmt.Fprintf(out, "%-10s %s: %s\n", r.Status, r.Name(), r.Detail)
+		} else {
+			fmt.Fprintln(out, line)
+		}
+		return nil
+	}
+
+	start := time.Now()
+	sum, runErr := verify.Run(ctx, s, verify.Options{Level: level, Manifest: mr, Threads: o.Threads,
+		ReadBytes: func(n int64) { m.Add(0, n) }}, emit)
+	m.Done()
+	elapsed := time.Since(start)
+
+	// The result error decides the exit status; the summary below is
+	// printed whatever happened.
+	resErr := runErr
+	if resErr == nil && sum.Problems() > 0 {
+		resErr = fmt.Errorf("%s: %w", problemWords(sum), exitcodes.ErrPartial)
+	}
+	code := exitcodes.FromError(resErr)
+
+	catLine := "CATALOG\t" + string(sum.Catalog)
+	if logw != nil {
+		fmt.Fprintln(logw, catLine)
+		writeSummaryText(logw, sum, info, o.Manifest, elapsed, runErr)
+	}
+	if o.JSON {
+		if report == "all" || report == "catalog" || (report == "failureonly" && sum.Catalog != verify.OK && sum.Catalog != verify.CatalogNone) {
+			b, _ := json.Marshal(verifyFileJSON{Type: "catalog", Path: "CATALOG", StorePath: "", Kind: "catalog",
+				Status: string(sum.Catalog), Detail: sum.CatalogD})
+			out.Write(append(b, '\n'))
+		}
+		j := verifySummaryJSON{Type: "summary", Summary: sum, Store: info.Roots, Kind: string(info.Kind), Manifest: o.Manifest,
+			Damaged: sum.Damaged(), Interrupted: errors.Is(runErr, context.Canceled), ExitCode: code,
+			ElapsedMs: float64(elapsed.Microseconds()) / 1000}
+		if runErr != nil {
+			j.Error = runErr.Error()
+		}
+		b, _ := json.Marshal(j)
+		out.Write(append(b, '\n'))
+	} else {
+		switch report {
+		case "all", "catalog":
+			fmt.Fprintln(out, catLine)
+		case "failureonly":
+			if sum.Catalog != verify.OK && sum.Catalog != verify.CatalogNone {
+				fmt.Fprintln(out, catLine)
+			}
+		}
+		var sw io.Writer = out
+		if report != "summary" {
+			out.Flush()
+			sw = o.Stderr
+		}
+		writeSummaryText(sw, sum, info, o.Manifest, elapsed, runErr)
+	}
+	if ferr := out.Flush(); ferr != nil && resErr == nil {
+		return fmt.Errorf("writing the report: %w", ferr)
+	}
+	return resErr
+}
+
+func checkKind(manifestPath string) string {
+	if manifestPath != "" {
+		return "manifest"
+	}
+	return "structure"
+}
+
+func sameFile(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	if err1 == nil && err2 == nil {
+		return os.SameFile(fa, fb)
+	}
+	aa, _ := filepath.Abs(a)
+	ab, _ := filepath.Abs(b)
+	return aa == ab
+}
+
+func problemWords(s *verify.Summary) string {
+	var p []string
+	add := func(n int64, w string) {
+		if n > 0 {
+			p = append(p, fmt.Sprintf("%d %s", n, w))
+		}
+	}
+	add(s.Corrupt, "corrupted")
+	add(s.Changed, "changed")
+	add(s.Missing, "missing")
+	add(s.Unread, "unreadable")
+	add(s.Extra, "extra")
+	add(s.Skipped, "not checked")
+	add(int64(len(s.StoreErrors)), "store-level errors")
+	if s.Catalog != verify.OK && s.Catalog != verify.CatalogNone {
+		p = append(p, "catalog "+strings.ToLower(string(s.Catalog)))
+	}
+	return "verify found problems: " + strings.Join(p, ", ")
+}
+
+// writeSummaryText prints the human summary: the level that ran, the
+// counts of OK, damaged and skipped files, the catalog, and the verdict.
+func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifestPath string, elapsed time.Duration, runErr error) {
+	against := "structural check (no manifest)"
+	if s.Check == "manifest" {
+		against = "against manifest " + manifestPath
+		if !s.Hashes {
+			against += " (no content hashes)"
+		}
+	}
+	what := "metadata only, no content read"
+	if s.Level == verify.LevelData {
+		what = "every file read end to end"
+		if s.Check == "manifest" && s.Hashes {
+			what += " and its xxh64 compared"
+		}
+	}
+	fmt.Fprintf(w, "level:      %s (%s), %s\n", s.Level, what, against)
+	fmt.Fprintf(w, "store:      %s (%s)\n", strings.Join(info.Roots, ", "), info.Kind)
+	fmt.Fprintf(w, "files:      %d checked: %d OK, %d damaged (%d corrupted, %d changed, %d missing), %d unreadable, %d extra, %d skipped\n",
+		s.Files, s.OKCount, s.Damaged(), s.Corrupt, s.Changed, s.Missing, s.Unread, s.Extra, s.Skipped)
+	if s.Level == verify.LevelData {
+		fmt.Fprintf(w, "read:       %s in %s\n", progress.Bytes(s.Bytes), elapsed.Round(time.Millisecond))
+	}
+	cat := string(s.Catalog)
+	if s.CatalogD != "" {
+		cat += ": " + s.CatalogD
+	}
+	fmt.Fprintf(w, "catalog:    %s\n", cat)
+	for _, e := range s.StoreErrors {
+		fmt.Fprintf(w, "damage:     %s\n", e)
+	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "note:       %s\n", n)
+	}
+	switch {
+	case errors.Is(runErr, context.Canceled):
+		fmt.Fprintf(w, "result:     INTERRUPTED: the counts above cover only what was checked before the stop\n")
+	case runErr != nil:
+		fmt.Fprintf(w, "result:     STOPPED: %v; the counts above cover only what was checked\n", runErr)
+	case s.Problems() > 0:
+		fmt.Fprintf(w, "result:     PROBLEMS FOUND: %s\n", strings.TrimPrefix(problemWords(s), "verify found problems: "))
+	default:
+		fmt.Fprintf(w, "result:     OK: every file checked at the %s level\n", s.Level)
+	}
+}

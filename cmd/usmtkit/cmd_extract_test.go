@@ -1,0 +1,535 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usmtkit/usmtkit/compress"
+	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// extWant lists what the windows layout must hold for a store: DEST-relative
+// path -> content, for every user file.
+func extWant(t *testing.T, paths ...string) map[string]string {
+	t.Helper()
+	s, err := store.Open(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out := map[string]string{}
+	err = s.Walk(context.Background(), func(e *store.Entry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type != store.TypeFile || e.Control || e.WinPath == "" {
+			return nil
+		}
+		f, err := s.Open(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, e.Size)
+		if e.Size > 0 {
+			if _, err := f.ReadAt(b, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out[extOutPath(e.WinPath)] = extContent(extOutPath(e.WinPath), b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// extOutPath is where the windows layout puts a Windows path.
+func extOutPath(win string) string {
+	if d := store.DriveOf(win); d != "" {
+		return d + "/" + strings.ReplaceAll(win[3:], `\`, "/")
+	}
+	return strings.ReplaceAll(win, `\`, "/")
+}
+
+// extLongRel is the relative path length above which a test compares
+// only that a file exists: the full path is past PATH_MAX.
+const extLongRel = 3000
+
+func extContent(rel string, b []byte) string {
+	if len(rel) > extLongRel {
+		return "(path past PATH_MAX)"
+	}
+	return string(b)
+}
+
+// extLongExists tells whether a regular file exists at a path past
+// PATH_MAX, walking it with openat one component at a time.
+func extLongExists(t *testing.T, dest, rel string) bool {
+	t.Helper()
+	fd, err := syscall.Open(dest, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(rel, "/")
+	for _, c := range parts[:len(parts)-1] {
+		nfd, err := syscall.Openat(fd, c, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+		syscall.Close(fd)
+		if err != nil {
+			return false
+		}
+		fd = nfd
+	}
+	defer syscall.Close(fd)
+	nfd, err := syscall.Openat(fd, parts[len(parts)-1], syscall.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	syscall.Close(nfd)
+	return true
+}
+
+// extFiles lists the regular files below dest with their contents; it
+// fails on temporary files and on anything that is not a file or folder.
+func extFiles(t *testing.T, dest string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dest, func(p string, de fs.DirEntry, err error) error {
+		if errors.Is(err, syscall.ENAMETOOLONG) {
+			return filepath.SkipDir // past PATH_MAX: see extLongExists
+		}
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dest, p)
+		if strings.Contains(rel, ".usmtkit-tmp-") {
+			t.Errorf("temporary file left: %s", rel)
+		}
+		if de.Type().IsRegular() {
+			if len(rel) > extLongRel {
+				out[rel] = extContent(rel, nil) // past PATH_MAX: os.ReadFile cannot open it
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = extContent(rel, b)
+		} else if !de.IsDir() {
+			t.Errorf("%s is neither a file nor a folder", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func extSame(t *testing.T, label string, got, want map[string]string) {
+	t.Helper()
+	var miss, extra []string
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			miss = append(miss, k)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(miss)
+	sort.Strings(extra)
+	if len(miss)+len(extra) > 0 {
+		t.Errorf("%s: missing or different %q; unexpected %q", label, miss, extra)
+	}
+}
+
+func extArchive(t *testing.T, dir string, chunk int, src ...string) string {
+	t.Helper()
+	s, err := store.Open(src...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := filepath.Join(dir, "store.tar.zst")
+	if _, err := compress.CreateFile(context.Background(), p, s, compress.WriteOptions{ChunkSize: chunk}, false); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExtractEveryKind(t *testing.T) {
+	dir := t.TempDir()
+	usmt4 := fixtures.USMT4(t, filepath.Join(dir, "u4"))
+	usmt3 := fixtures.USMT3(t, filepath.Join(dir, "u3"))
+	plain := fixtures.Plain(t, filepath.Join(dir, "plain"))
+	multi := fixtures.MultiVolume(t, filepath.Join(dir, "mv"))
+	smp := fixtures.SMPShare(t, filepath.Join(dir, "smp"))
+	arch := extArchive(t, dir, 0, usmt4)
+	member := smp.Stores[2]
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		want  []string // store paths the expectation is read from
+		files int
+	}{
+		{"usmt4", []string{usmt4}, []string{usmt4}, fixtures.USMT4Expect.Files},
+		{"usmt3", []string{usmt3}, []string{usmt3}, -1},
+		{"plain", []string{plain}, []string{plain}, -1},
+		{"multi-volume", multi, multi, -1},
+		{"archive", []string{arch}, []string{usmt4}, fixtures.USMT4Expect.Files},
+		{"smp-store-id", []string{smp.Root, "--store-id", member.ID[:8]}, []string{member.StorePath}, 1},
+		{"smp-member-path", []string{member.StorePath}, []string{member.StorePath}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "out")
+			code, out, errs := runCLI(t, append(append([]string{"extract"}, tc.args...), dest)...)
+			if code != 0 {
+				t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+			}
+			want := extWant(t, tc.want...)
+			if tc.files >= 0 && len(want) != tc.files {
+				t.Fatalf("expectation has %d files, want %d", len(want), tc.files)
+			}
+			if len(want) == 0 {
+				t.Fatal("empty expectation")
+			}
+			extSame(t, tc.name, extFiles(t, dest), want)
+		})
+	}
+	// A share copy without --store-id, an unknown id, an encrypted member.
+	code, _, errs := runCLI(t, "extract", smp.Root, filepath.Join(dir, "o1"))
+	if code != exitcodes.Usage || !strings.Contains(errs, "--store-id") {
+		t.Errorf("share without --store-id: exit %d %s", code, errs)
+	}
+	code, _, errs = runCLI(t, "extract", smp.Root, "--store-id", "zzzz", filepath.Join(dir, "o2"))
+	if code != exitcodes.Usage || !strings.Contains(errs, "no store id") {
+		t.Errorf("unknown id: exit %d %s", code, errs)
+	}
+	code, _, errs = runCLI(t, "extract", smp.Root, "--store-id", smp.Stores[0].ID, filepath.Join(dir, "o3"))
+	if code != exitcodes.Encrypted {
+		t.Errorf("encrypted member: exit %d %s", code, errs)
+	}
+	// Store layout from an archive gives a store again.
+	dest := filepath.Join(dir, "as-store")
+	if code, out, errs := runCLI(t, "extract", arch, dest, "--layout", "store"); code != 0 {
+		t.Fatalf("--layout store: exit %d\n%s\n%s", code, out, errs)
+	}
+	extSame(t, "archive --layout store", extFiles(t, dest), extFiles(t, usmt4))
+}
+
+func TestExtractSelection(t *testing.T) {
+	sp := fixtures.USMT4(t, t.TempDir())
+	const jd = "C/Users/jdoe/"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"name-star", []string{"--include", "*.mp3"}, []string{jd + "Music/song.mp3", jd + "Music/Favourites/song.mp3"}},
+		{"path-star", []string{"--include", `C:\Users\jdoe\Documents\*.docx`}, []string{jd + "Documents/report.docx"}},
+		{"path-slashes-case", []string{"--include", `c:/USERS/jdoe/documents/*.DOCX`}, []string{jd + "Documents/report.docx"}},
+		{"folder", []string{"--include", `C:\Users\jdoe\Desktop`}, []string{jd + "Desktop/notes.txt"}},
+		{"question-mark", []string{"--include", "cat.jp?"}, []string{"C/Users/asmith/Pictures/cat.jpg"}},
+		{"several-comma-semicolon", []string{"--include", "cat.jpg,old.doc;shared.xlsx"},
+			[]string{"C/Users/asmith/Pictures/cat.jpg", "D/Documents and Settings/olduser/My Documents/old.doc", "D/Data/shared.xlsx"}},
+		// usmtutils' example: /i:myProject.* /e:*.exe still extracts myProject.exe.
+		{"include-wins", []string{"--include", "song.*", "--exclude", "*.mp3", "--user", "jdoe", "--drive", "C"},
+			[]string{jd + "Music/song.mp3", jd + "Music/Favourites/song.mp3"}},
+		{"exclude-folder", []string{"--exclude", "Documents;Music", "--user", "jdoe"}, []string{jd + "Desktop/notes.txt"}},
+		{"user", []string{"--user", "ASMITH"}, []string{"C/Users/asmith/Pictures/cat.jpg"}},
+		{"drive", []string{"--drive", "d:"}, []string{"D/Documents and Settings/olduser/My Documents/old.doc", "D/Data/shared.xlsx"}},
+		{"user-old-profile", []string{"--user", "olduser"}, []string{"D/Documents and Settings/olduser/My Documents/old.doc"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "out")
+			code, out, errs := runCLI(t, append([]string{"extract", sp, dest}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+			}
+			got := extFiles(t, dest)
+			var keys []string
+			for k := range got {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			want := append([]string(nil), tc.want...)
+			sort.Strings(want)
+			if strings.Join(keys, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("got %q\nwant %q", keys, want)
+			}
+		})
+	}
+}
+
+const extDryRunGolden = `exclude  C:\Users\asmith\Pictures\cat.jpg  (matched --exclude C:\Users\asmith)
+include  C:\Users\jdoe\Desktop\notes.txt  (matched --include *.txt)
+include  C:\Users\jdoe\Documents\Long folder name 1 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\Long folder name 2 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\Long folder name 3 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\Long folder name 4 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\Long folder name 5 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\deep file.txt  (matched --include *.txt)
+include  C:\Users\jdoe\Documents\empty.txt  (matched --include *.txt)
+include  C:\Users\jdoe\Documents\report.docx  (matched --include C:\Users\jdoe\Documents\*.docx)
+include  C:\Users\jdoe\Documents\with space $x.txt  (matched --include *.txt)
+include  C:\Users\jdoe\Documents\Ünïcödé 文件 😀.txt  (matched --include *.txt)
+include  C:\Users\jdoe\Music\Favourites\song.mp3  (matched --include s?ng.*)
+include  C:\Users\jdoe\Music\song.mp3  (matched --include s?ng.*)
+skip     D:\Data\shared.xlsx  (no --include matched)
+skip     D:\Documents and Settings\olduser\My Documents\old.doc  (no --include matched)
+skip     USMT/catalog.mig  (store control file (only kept with --layout store))
+skip     USMT/migstate.dat  (store control file (only kept with --layout store))
+would extract 8 files (37.6 KiB) to DEST (layout windows, names posix)
+  not selected: 5 files (patterns, --user, --drive, control files)
+`
+
+func TestExtractDryRunGolden(t *testing.T) {
+	sp := fixtures.USMT4(t, t.TempDir())
+	dest := filepath.Join(t.TempDir(), "out")
+	// Include wins: *.txt files are extracted although *.txt is also
+	// excluded, and so is the deep file below an excluded folder.
+	code, out, errs := runCLI(t, "extract", sp, dest, "--dry-run",
+		"--include", `*.txt;C:\Users\jdoe\Documents\*.docx`, "--include", "s?ng.*",
+		"--exclude", `*.txt,C:\Users\asmith`, "--exclude", "Long folder name 1*")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	if got := strings.ReplaceAll(out, dest, "DEST"); got != extDryRunGolden {
+		t.Errorf("dry run output differs:\n--- got\n%s\n--- want\n%s", got, extDryRunGolden)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Fatal("a dry run created DEST")
+	}
+	// --json: one decision object per line, then the summary.
+	code, out, _ = runCLI(t, "extract", sp, dest, "--dry-run", "--json", "--include", "*.mp3")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var sum map[string]any
+	if code != 0 || json.Unmarshal([]byte(lines[len(lines)-1]), &sum) != nil || sum["type"] != "summary" || sum["extracted"] != 2.0 {
+		t.Fatalf("--dry-run --json: exit %d\n%s", code, out)
+	}
+}
+
+func TestExtractExistingAndDestRules(t *testing.T) {
+	sp := fixtures.USMT4(t, t.TempDir())
+	dest := filepath.Join(t.TempDir(), "out")
+	notes := filepath.Join(dest, "C/Users/jdoe/Desktop/notes.txt")
+	os.MkdirAll(filepath.Dir(notes), 0o755)
+	os.WriteFile(notes, []byte("mine"), 0o644)
+	code, _, errs := runCLI(t, "extract", sp, dest)
+	if code != exitcodes.Failure || !strings.Contains(errs, "already exists: nothing was overwritten") || !strings.Contains(errs, "--skip-existing") {
+		t.Fatalf("existing file: exit %d\n%s", code, errs)
+	}
+	code, out, errs := runCLI(t, "extract", sp, dest, "--continue", "--json")
+	var sum map[string]any
+	// cat.jpg was written by the stopped run (it comes before notes.txt).
+	if code != exitcodes.Partial || json.Unmarshal([]byte(out), &sum) != nil || sum["conflicts"] != 2.0 {
+		t.Fatalf("--continue: exit %d\n%s\n%s", code, out, errs)
+	}
+	if b, _ := os.ReadFile(notes); string(b) != "mine" {
+		t.Fatal("an existing file was overwritten")
+	}
+	code, _, errs = runCLI(t, "extract", sp, dest, "--overwrite")
+	if code != 0 {
+		t.Fatalf("--overwrite: exit %d %s", code, errs)
+	}
+	extSame(t, "after --overwrite", extFiles(t, dest), extWant(t, sp))
+	// DEST inside the store is a usage error, and nothing is created.
+	code, _, errs = runCLI(t, "extract", sp, filepath.Join(sp, "USMT", "out"))
+	if code != exitcodes.Usage || !strings.Contains(errs, "inside the source store") {
+		t.Fatalf("DEST inside the store: exit %d %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(sp, "USMT", "out")); err == nil {
+		t.Fatal("DEST was created inside the store")
+	}
+	if code, _, _ := runCLI(t, "extract", sp); code != exitcodes.Usage {
+		t.Fatalf("no DEST: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, "extract", sp, dest, "--layout", "flat"); code != exitcodes.Usage {
+		t.Fatalf("bad --layout: exit %d", code)
+	}
+}
+
+func TestExtractDamagedArchive(t *testing.T) {
+	dir := t.TempDir()
+	big := fixtures.PseudoRandom("extract/damaged.pst", 1<<20)
+	root := filepath.Join(dir, "src")
+	fixtures.Build(t, root, fixtures.Tree{
+		"USMT/catalog.mig":                          fixtures.File{Data: []byte("catalog")},
+		"USMT/File/C$/Users/jdoe/a.txt":             fixtures.File{Data: fixtures.Text("a", 3000)},
+		"USMT/File/C$/Users/jdoe/Outlook/mail.pst":  fixtures.File{Data: big},
+		"USMT/File/C$/Users/jdoe/z.txt":             fixtures.File{Data: fixtures.Text("z", 3000)},
+		"USMT/File/C$/Users/jdoe/Pictures/pic.jpg":  fixtures.File{Data: fixtures.PseudoRandom("pic", 5000)},
+		"USMT/File/C$/Users/jdoe/Documents/doc.txt": fixtures.File{Data: fixtures.Text("doc", 100)},
+	})
+	arch := extArchive(t, dir, compress.MinChunkSize, root)
+	want := extWant(t, root)
+	// The pst is most of the archive and incompressible: the middle of the
+	// file is inside one of its data frames.
+	fi, _ := os.Stat(arch)
+	f, err := os.OpenFile(arch, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	f.ReadAt(b, fi.Size()/2)
+	b[0] ^= 0x5a
+	f.WriteAt(b, fi.Size()/2)
+	f.Close()
+
+	dest := filepath.Join(dir, "out")
+	code, _, errs := runCLI(t, "extract", arch, dest)
+	if code != exitcodes.Failure || !strings.Contains(errs, `C:\Users\jdoe\Outlook\mail.pst`) || !strings.Contains(errs, "--continue") {
+		t.Fatalf("without --continue: exit %d\n%s", code, errs)
+	}
+	dest = filepath.Join(dir, "out2")
+	code, out, errs := runCLI(t, "extract", arch, dest, "--continue", "--json")
+	if code != exitcodes.Partial {
+		t.Fatalf("--continue: exit %d\n%s\n%s", code, out, errs)
+	}
+	var sum struct {
+		Damaged      int `json:"damaged"`
+		Extracted    int `json:"extracted"`
+		DamagedFiles []struct {
+			Path, Kept string
+		} `json:"damaged_files"`
+	}
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Damaged != 1 || sum.DamagedFiles[0].Path != `C:\Users\jdoe\Outlook\mail.pst` || sum.Extracted != len(want)-1 {
+		t.Fatalf("summary %+v", sum)
+	}
+	got := extFiles(t, dest)
+	pst := "C/Users/jdoe/Outlook/mail.pst"
+	if _, ok := got[pst]; ok {
+		t.Fatal("the damaged file is under its real name")
+	}
+	if k, ok := got[pst+".usmtkit-damaged"]; ok {
+		if len(k) >= len(big) || k != string(big[:len(k)]) {
+			t.Fatal("the kept part of the damaged file is not a prefix of the original")
+		}
+		delete(got, pst+".usmtkit-damaged")
+	}
+	delete(want, pst)
+	extSame(t, "intact files", got, want)
+}
+
+// extractTestSlow, when set, is called by the helper process on every
+// progress report, to make a big copy slow enough to kill mid-file.
+const extHelperEnv = "USMTKIT_EXTRACT_HELPER"
+
+func TestExtractHelperProcess(t *testing.T) {
+	if os.Getenv(extHelperEnv) == "" {
+		t.Skip("helper process for TestExtractKilledMidFile")
+	}
+	var args []string
+	json.Unmarshal([]byte(os.Getenv(extHelperEnv)), &args)
+	extractTestProgress = func(files, bytes int64) {
+		if bytes > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	os.Exit(run(context.Background(), append([]string{"usmtkit"}, args...), os.Stdout, os.Stderr))
+}
+
+func TestExtractKilledMidFile(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "src")
+	big := fixtures.PseudoRandom("extract/big.bin", 48<<20)
+	fixtures.Build(t, root, fixtures.Tree{
+		"USMT/catalog.mig":                   fixtures.File{Data: []byte("catalog")},
+		"USMT/File/C$/Users/jdoe/a.txt":      fixtures.File{Data: fixtures.Text("a", 3000)},
+		"USMT/File/C$/Users/jdoe/big.bin":    fixtures.File{Data: big},
+		"USMT/File/C$/Users/jdoe/z/last.txt": fixtures.File{Data: fixtures.Text("z", 3000)},
+	})
+	dest := filepath.Join(dir, "out")
+	for _, src := range []string{root, extArchive(t, dir, 0, root)} {
+		os.RemoveAll(dest)
+		args, _ := json.Marshal([]string{"extract", src, dest, "-q"})
+		cmd := exec.Command(os.Args[0], "-test.run=^TestExtractHelperProcess$")
+		cmd.Env = append(os.Environ(), extHelperEnv+"="+string(args))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait until the big file is being written, then kill -9.
+		deadline := time.Now().Add(30 * time.Second)
+		var tmp string
+		for tmp == "" && time.Now().Before(deadline) {
+			ents, _ := os.ReadDir(filepath.Join(dest, "C/Users/jdoe"))
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), ".big.bin.usmtkit-tmp-") {
+					if fi, err := e.Info(); err == nil && fi.Size() > 0 {
+						tmp = e.Name()
+					}
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if tmp == "" {
+			t.Fatalf("%s: the big file never started", src)
+		}
+		if _, err := os.Lstat(filepath.Join(dest, "C/Users/jdoe/big.bin")); err == nil {
+			t.Fatalf("%s: the big file is under its real name after the kill", src)
+		}
+		if fi, err := os.Stat(filepath.Join(dest, "C/Users/jdoe", tmp)); err != nil || fi.Size() >= int64(len(big)) {
+			t.Fatalf("%s: the kill did not land mid-copy (%v)", src, err)
+		}
+		// Resume.
+		code, out, errs := runCLI(t, "extract", src, dest, "--skip-existing", "--json")
+		if code != 0 {
+			t.Fatalf("%s: resume: exit %d\n%s\n%s", src, code, out, errs)
+		}
+		var sum map[string]any
+		json.Unmarshal([]byte(out), &sum)
+		if sum["stale_temps_removed"] != 1.0 || sum["skipped_existing"] != 1.0 {
+			t.Errorf("%s: resume summary %s", src, out)
+		}
+		extSame(t, "after resume", extFiles(t, dest), extWant(t, root))
+	}
+}
+
+func TestExtractHostileFixture(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the fixture's mode 000 entries are only readable as root")
+	}
+	h := fixtures.Hostile(t, t.TempDir())
+	dest := filepath.Join(t.TempDir(), "out")
+	code, out, errs := runCLI(t, "extract", h.StorePath, dest, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	var sum map[string]any
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatal(err)
+	}
+	// Symlinks (loops, one to /etc), the FIFO and the socket are counted,
+	// never created; the file past PATH_MAX and the non-UTF-8 name are
+	// extracted.
+	if sum["extracted"] != float64(h.RegularFiles) || sum["special"] != 6.0 {
+		t.Fatalf("summary %s", out)
+	}
+	want, got := extWant(t, h.StorePath), extFiles(t, dest)
+	for rel := range want {
+		if len(rel) > extLongRel {
+			if !extLongExists(t, dest, rel) {
+				t.Errorf("the file past PATH_MAX was not extracted")
+			}
+			delete(want, rel)
+		}
+	}
+	extSame(t, "hostile", got, want)
+}

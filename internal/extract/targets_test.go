@@ -1,0 +1,200 @@
+package extract
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// storeFiles lists the user files of a store: Windows path -> content.
+func storeFiles(t *testing.T, s store.Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := s.Walk(context.Background(), func(e *store.Entry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type != store.TypeFile || e.Control || e.WinPath == "" {
+			return nil
+		}
+		f, err := s.Open(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, e.Size)
+		if _, err := f.ReadAt(b, 0); err != nil && e.Size > 0 {
+			t.Fatal(err)
+		}
+		out[e.WinPath] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// destFiles lists the files extracted in the windows layout, with every
+// component unescaped: Windows path -> content.
+func destFiles(t *testing.T, dest string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for rel, v := range treeOf(t, dest) {
+		if !strings.HasPrefix(v, "f ") {
+			continue
+		}
+		parts := strings.Split(rel, "/")
+		for i := range parts {
+			parts[i] = UnescapeName(parts[i])
+		}
+		out[parts[0]+`:\`+strings.Join(parts[1:], `\`)] = v[2:]
+	}
+	return out
+}
+
+func TestExtractToNTFS(t *testing.T) {
+	vol := fixtures.NewNTFSVolume(t, 64)
+	sp := fixtures.USMT4(t, filepath.Join(vol.Mount, "src"))
+	report := filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents/report.docx")
+	docs := filepath.Dir(report)
+	crtime := time.Date(2019, 5, 6, 7, 8, 9, 123456700, time.UTC)
+	var ft [8]byte
+	binary.BigEndian.PutUint64(ft[:], store.UnixNsToFiletime(crtime.UnixNano()))
+	if err := unix.Setxattr(report, "system.ntfs_crtime_be", ft[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fixtures.SetNTFSAttrib(report, 0x21); err != nil { // READONLY | ARCHIVE
+		t.Fatal(err)
+	}
+	if err := fixtures.SetNTFSAttrib(docs, 0x12); err != nil { // HIDDEN | DIRECTORY
+		t.Fatal(err)
+	}
+	s, err := store.Open(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dest := filepath.Join(vol.Mount, "restore")
+	res, err := Run(context.Background(), s, Options{Dest: dest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Target != "ntfs-3g" || res.Names != "windows" || res.MetaFailures != 0 {
+		t.Errorf("target %q names %q meta failures %d (%s)", res.Target, res.Names, res.MetaFailures, res.MetaError)
+	}
+	out := filepath.Join(dest, "C/Users/jdoe/Documents/report.docx")
+	if a, err := fixtures.ReadNTFSAttrib(out); err != nil || a != 0x21 {
+		t.Errorf("report.docx attributes %#x (%v), want 0x21", a, err)
+	}
+	if a, err := fixtures.ReadNTFSAttrib(filepath.Dir(out)); err != nil || a&0x2 == 0 {
+		t.Errorf("Documents attributes %#x (%v), want HIDDEN", a, err)
+	}
+	if c, err := fixtures.ReadNTFSCrtime(out); err != nil || !c.Equal(crtime) {
+		t.Errorf("report.docx creation time %v (%v), want %v", c, err, crtime)
+	}
+	if m := mtimeOf(t, out); m != fixtures.USMT4ReportMtime.UnixNano()/100*100 {
+		t.Errorf("report.docx mtime %v, want %v", time.Unix(0, m).UTC(), fixtures.USMT4ReportMtime)
+	}
+	var a, b unix.Stat_t
+	unix.Stat(filepath.Join(dest, "C/Users/jdoe/Music/song.mp3"), &a)
+	unix.Stat(filepath.Join(dest, "C/Users/jdoe/Music/Favourites/song.mp3"), &b)
+	if a.Ino != b.Ino {
+		t.Errorf("hard link not kept on NTFS")
+	}
+	if got, want := destFiles(t, dest), storeFiles(t, s); len(got) != len(want) {
+		t.Errorf("%d files extracted, want %d", len(got), len(want))
+	}
+}
+
+// fatVolume makes a FAT image, mounts it with fusefat and returns the
+// mount point; it is unmounted in cleanup.
+func fatVolume(t *testing.T) string {
+	t.Helper()
+	fixtures.RequireTool(t, "mkfs.vfat", "fusefat", "fusermount3")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("/dev/fuse missing")
+		}
+		t.Skip("/dev/fuse missing")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "fat.img"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	mkfs, _ := fixtures.LookTool("mkfs.vfat")
+	if out, err := exec.Command(mkfs, img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.vfat: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("fusefat", "-o", "rw+", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusefat: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+			t.Errorf("fusermount3 -u %s: %v\n%s", mnt, err, out)
+		}
+	})
+	return mnt
+}
+
+func TestExtractToFATEscapesNames(t *testing.T) {
+	mnt := fatVolume(t)
+	sp := fixtures.USMT4(t, t.TempDir())
+	docs := filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents")
+	for name, data := range map[string]string{"a:b?.txt": "colon", "CON.txt": "device", "Case.txt": "upper",
+		"case.txt": "lower", "trail.": "dot", "100%41": "percent"} {
+		if err := os.WriteFile(filepath.Join(docs, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := store.Open(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dest := filepath.Join(mnt, "restore")
+	res, err := Run(context.Background(), s, Options{Dest: dest, Continue: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Names != "windows" || !strings.Contains(res.Target, "fat") || res.Problems() != 0 {
+		t.Fatalf("names %q target %q problems %+v %+v", res.Names, res.Target, res.Failed, res.Refused)
+	}
+	if res.CollisionCount != 1 || res.EscapedCount < 5 {
+		t.Errorf("collisions %d escaped %d: %+v", res.CollisionCount, res.EscapedCount, res.Escaped)
+	}
+	// Every file is there, and unescaping the written names gives the
+	// store's names back.
+	got, want := destFiles(t, dest), storeFiles(t, s)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: missing or different after unescaping (have %d files)", k, len(got))
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d files, want %d", len(got), len(want))
+	}
+	if _, err := os.Stat(filepath.Join(dest, "C/Users/jdoe/Documents/a%3Ab%3F.txt")); err != nil {
+		t.Error(err)
+	}
+	// FAT keeps times to 2 s: --skip-existing still recognises every file.
+	res, err = Run(context.Background(), s, Options{Dest: dest, SkipExisting: true})
+	if err != nil || res.Files != 0 || res.SkippedExisting != int64(len(want)) {
+		t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
+	}
+}

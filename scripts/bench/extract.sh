@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Benchmark: usmtkit extract against the usual tools, side by side, on the
+# same generated profile data.
+#
+#   scripts/bench/extract.sh [SIZE]        SIZE like 256M, 1G (default 1G)
+#
+# Builds one profile store (go run ./fixtures/cmd/mkstore -kind profile), a
+# usmtkit archive of it, and a squashfs image of the same tree, then times:
+#   usmtkit extract ARCHIVE   vs  zstd -dc ARCHIVE | tar -x   vs  unsquashfs
+#   usmtkit extract DIRSTORE  vs  cp -a
+# Every run writes to a fresh folder on the same file system; the page cache
+# is warm (the inputs were just written), as on a second run in the field.
+# usmtkit makes every file durable before it gets its real name (one syncfs
+# per batch); cp, tar and unsquashfs do not sync at all, so the usmtkit
+# numbers include flushing the data to disk and the others do not.
+# Goal: extract from an archive no slower than zstd -dc | tar -x.
+# Set BENCH_DIR to keep the data somewhere else than a temp folder;
+# KEEP=1 keeps it afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PATH:/usr/local/go/bin:/sbin:/usr/sbin"
+SIZE=${1:-1G}
+WORK=${BENCH_DIR:-$(mktemp -d /tmp/usmtkit-bench-extract.XXXXXX)}
+mkdir -p "$WORK"
+helper=scripts/bench/.extract-mkarchive-$$
+cleanup() {
+  rm -rf "$helper"
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+for t in zstd tar mksquashfs unsquashfs; do
+  command -v "$t" >/dev/null || { echo "$t is not installed (apt-get install zstd tar squashfs-tools)" >&2; exit 1; }
+done
+
+echo "== building usmtkit and $SIZE of profile data in $WORK"
+go build -o "$WORK/usmtkit" ./cmd/usmtkit
+go run ./fixtures/cmd/mkstore -kind profile -size "$SIZE" -out "$WORK/data" >/dev/null
+STORE=$WORK/data/store
+ARCHIVE=$WORK/store.tar.zst
+SQFS=$WORK/store.sqfs
+
+# The archive: with usmtkit compress when the CLI has it, else through the
+# compress package directly (a throw-away main package, removed on exit).
+if "$WORK/usmtkit" compress --help >/dev/null 2>&1; then
+  "$WORK/usmtkit" -q compress "$STORE" "$ARCHIVE"
+else
+  mkdir -p "$helper"
+  cat >"$helper/main.go" <<'GO'
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/usmtkit/usmtkit/compress"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+func main() {
+	s, err := store.Open(os.Args[1])
+	if err == nil {
+		_, err = compress.CreateFile(context.Background(), os.Args[2], s, compress.WriteOptions{}, false)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+GO
+  go run "./$helper" "$STORE" "$ARCHIVE"
+fi
+mksquashfs "$STORE" "$SQFS" -comp zstd -noappend -quiet >/dev/null
+
+bytes=$(du -sb --apparent-size "$STORE" | cut -f1)
+files=$(find "$STORE" -type f | wc -l)
+echo "data: $files files, $((bytes / 1048576)) MiB; archive $(( $(stat -c %s "$ARCHIVE") / 1048576 )) MiB, squashfs $(( $(stat -c %s "$SQFS") / 1048576 )) MiB; $(nproc) CPUs"
+echo
+
+n=0
+declare -a names secs
+bench() { # label, command...
+  local label=$1; shift
+  n=$((n + 1))
+  local out=$WORK/out$n
+  rm -rf "$out"; mkdir -p "$out"
+  sync
+  local t0 t1
+  t0=$(date +%s.%N)
+  OUT=$out "$@"
+  t1=$(date +%s.%N)
+  local s
+  s=$(echo "$t1 - $t0" | bc -l)
+  names+=("$label"); secs+=("$s")
+  printf '%-48s %7.2f s  %8.1f MiB/s\n' "$label" "$s" "$(echo "$bytes / 1048576 / $s" | bc -l)"
+  # Same files out as in: count them.
+  local got
+  got=$(find "$out" -type f | wc -l)
+  [ "$got" -ge "$((files - 3))" ] || { echo "  ($label wrote $got files, want about $files)" >&2; exit 1; }
+  rm -rf "$out"
+}
+ex_archive()       { "$WORK/usmtkit" -q extract "$ARCHIVE" "$OUT/x" --layout store >/dev/null; }
+ex_archive_win()   { "$WORK/usmtkit" -q extract "$ARCHIVE" "$OUT/x" >/dev/null; }
+zstd_tar()         { zstd -dc -q "$ARCHIVE" | tar --warning=no-unknown-keyword -x -C "$OUT"; }
+unsq()             { unsquashfs -q -n -d "$OUT/x" "$SQFS" >/dev/null; }
+ex_dir()           { "$WORK/usmtkit" -q extract "$STORE" "$OUT/x" --layout store >/dev/null; }
+cp_a()             { cp -a "$STORE" "$OUT/x"; }
+
+echo "== from the archive"
+bench "usmtkit extract ARCHIVE (--layout store)" ex_archive
+bench "usmtkit extract ARCHIVE (windows layout)" ex_archive_win
+bench "zstd -dc ARCHIVE | tar -x" zstd_tar
+bench "unsquashfs (zstd squashfs of the same tree)" unsq
+echo "== from the directory store"
+bench "usmtkit extract DIRSTORE (--layout store)" ex_dir
+bench "cp -a DIRSTORE" cp_a
+echo
+ratio=$(echo "${secs[0]} / ${secs[2]}" | bc -l)
+printf 'usmtkit extract ARCHIVE / zstd|tar = %.2f (goal: <= 1.00)\n' "$ratio"

@@ -380,5 +380,14 @@ func OpenDetected(ds []*Detection) (Store, error) {
 	if len(roots) > 1 {
 		notes = append(notes, fmt.Sprintf("%d volumes merged into one store", len(roots)))
 	}
-	return openDirStore(d.Kind, d.Version, d.Level, inputs, roots, notes)
+	s, err := openDirStore(d.Kind, d.Version, d.Level, inputs, roots, notes)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roots {
+		if m, bad := AccessTimeHazard(r); bad {
+			s.info.Warnings = append(s.info.Warnings, HazardNote(m))
+		}
+	}
+	return s, nil
 }

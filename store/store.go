@@ -185,6 +185,9 @@ type Info struct {
 	// multi-volume store as files: the first volume's copy is used.
 	Clashes []string
 	Notes   []string // facts worth telling the user ("opened at the drive folder level", ...)
+	// Warnings are risks to the store or the live data every command must
+	// show (a volume where reads update access times, ...).
+	Warnings []string
 	// MIG is set for KindMIG: what the structural walk found.
 	MIG *MIGInfo
 }

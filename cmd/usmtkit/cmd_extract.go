@@ -122,7 +122,7 @@ Examples:
 
 // openExtractSource opens the stores named on the command line, picking
 // one store of an SMP share copy by --store-id.
-func openExtractSource(paths []string, plain bool, storeID string) (store.Store, error) {
+func openExtractSource(g *globalOptions, paths []string, plain bool, storeID string) (store.Store, error) {
 	ds, err := detectAll(paths, plain)
 	if err != nil {
 		return nil, err
@@ -136,7 +136,7 @@ func openExtractSource(paths []string, plain bool, storeID string) (store.Store,
 			return nil, exitcodes.Usagef(fmt.Sprintf("%s is a copy of a state migration point share holding %d stores: pick one with --store-id ID (a unique prefix is enough): %s",
 				paths[0], len(ids), strings.Join(ids, ", ")))
 		}
-		return store.OpenDetected(ds)
+		return openDetected(g, ds)
 	}
 	if len(ds) != 1 || ds[0].Kind != store.KindSMP {
 		return nil, exitcodes.Usagef(fmt.Sprintf("--store-id picks a store of a state migration point share copy, but %s is a %s store: drop --store-id", paths[0], ds[0].Kind))
@@ -173,7 +173,7 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 		return exitcodes.Usagef(fmt.Sprintf("--hardlinks takes keep or copy (got %q)", o.Hardlinks))
 	}
 	paths, dest := args[:len(args)-1], args[len(args)-1]
-	s, err := openExtractSource(paths, o.Plain, o.StoreID)
+	s, err := openExtractSource(&o.globalOptions, paths, o.Plain, o.StoreID)
 	if err != nil {
 		return err
 	}

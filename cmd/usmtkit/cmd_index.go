@@ -82,8 +82,8 @@ type indexSummary struct {
 // (e.g. to make a file vanish between the walk and the read).
 var wrapStore func(store.Store) store.Store
 
-func openStore(ds []*store.Detection) (store.Store, error) {
-	s, err := store.OpenDetected(ds)
+func openStore(g *globalOptions, ds []*store.Detection) (store.Store, error) {
+	s, err := openDetected(g, ds)
 	if err != nil || wrapStore == nil {
 		return s, err
 	}
@@ -109,7 +109,7 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := openStore(ds)
+	s, err := openStore(&o.globalOptions, ds)
 	if err != nil {
 		return err
 	}

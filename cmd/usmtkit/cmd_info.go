@@ -60,6 +60,7 @@ type infoReport struct {
 	Control   []store.ControlFile `json:"control_files"`
 	Clashes   []string            `json:"clashes"`
 	Notes     []string            `json:"notes"`
+	Warnings  []string            `json:"warnings"`
 	Summary   *store.Summary      `json:"summary,omitempty"`
 	MIG       *store.MIGInfo      `json:"mig,omitempty"`
 	Members   []store.Member      `json:"stores,omitempty"`
@@ -108,7 +109,7 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 		rep.StoreType, rep.Roots, rep.Members = "share", []string{d.Root}, d.Members
 		return o.printInfo(rep)
 	}
-	s, err := store.OpenDetected(ds)
+	s, err := openDetected(&o.globalOptions, ds)
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 	m.Done()
 	info := s.Info()
 	rep.Kind, rep.Version, rep.Level, rep.Roots = info.Kind, info.Version, info.Level, info.Roots
-	rep.Encrypted, rep.Control, rep.Clashes, rep.Notes = info.Encrypted, info.Control, info.Clashes, info.Notes
+	rep.Encrypted, rep.Control, rep.Clashes, rep.Notes, rep.Warnings = info.Encrypted, info.Control, info.Clashes, info.Notes, info.Warnings
 	rep.Summary, rep.Readable = sum, true
 	rep.StoreType = storeType(info.Kind, sum)
 	if perr := o.printInfo(rep); perr != nil {
@@ -169,7 +170,7 @@ func yesNo(b bool) string {
 func (o *infoOptions) printInfo(r *infoReport) error {
 	w := o.Stdout
 	if o.JSON {
-		for _, p := range []*[]string{&r.Clashes, &r.Notes, &r.Roots} {
+		for _, p := range []*[]string{&r.Clashes, &r.Notes, &r.Roots, &r.Warnings} {
 			if *p == nil {
 				*p = []string{}
 			}

@@ -70,12 +70,25 @@ func splitStoresAndPath(args []string) (stores []string, win string) {
 }
 
 // openStores detects and opens the stores named on the command line.
-func openStores(paths []string, plain bool) (store.Store, error) {
+func openStores(g *globalOptions, paths []string, plain bool) (store.Store, error) {
 	ds, err := detectAll(paths, plain)
 	if err != nil {
 		return nil, err
 	}
-	return store.OpenDetected(ds)
+	return openDetected(g, ds)
+}
+
+// openDetected opens detected stores and prints their warnings on stderr:
+// every command shows them, even with -q, since they are about the data.
+func openDetected(g *globalOptions, ds []*store.Detection) (store.Store, error) {
+	s, err := store.OpenDetected(ds)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range s.Info().Warnings {
+		fmt.Fprintf(g.Stderr, "usmtkit: warning: %s\n", w)
+	}
+	return s, nil
 }
 
 func runLs(ctx context.Context, o *lsOptions, args []string) error {
@@ -86,7 +99,7 @@ func runLs(ctx context.Context, o *lsOptions, args []string) error {
 		return exitcodes.Usagef(fmt.Sprintf("--drive takes one letter, like --drive C (got %q)", o.Drive))
 	}
 	paths, win := splitStoresAndPath(args)
-	s, err := openStores(paths, o.Plain)
+	s, err := openStores(&o.globalOptions, paths, o.Plain)
 	if err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	if err != nil {
 		return early(err)
 	}
-	s, err := openStore(ds)
+	s, err := openStore(&o.globalOptions, ds)
 	if err != nil {
 		return early(err)
 	}

@@ -222,6 +222,7 @@ type writer struct {
 	bytesDone int64
 	filesDone int64
 	lastProg  time.Time
+	wbDone    int64 // output bytes handed to startWriteback
 	bw        *bufio.Writer
 	out       *os.File
 }
@@ -833,6 +834,7 @@ func (w *writer) apply(j *job) error {
 			return err
 		}
 		w.off = w.lastOff
+		w.wbDone = min(w.wbDone, w.off)
 		w.toc.rollback(w.lastMark)
 		return nil
 	}
@@ -842,7 +844,27 @@ func (w *writer) apply(j *job) error {
 func (w *writer) write(b []byte) error {
 	n, err := w.bw.Write(b)
 	w.off += int64(n)
+	if err == nil && w.canRewind {
+		w.startWriteback()
+	}
 	return err
+}
+
+// writebackStep is how much written data may wait in the page cache
+// before the kernel is asked to start writing it out.
+const writebackStep = 32 << 20
+
+// startWriteback asks the kernel to start writing out what was written so
+// far (without waiting), so the fsync before the footer finds little left
+// to do: disk writes overlap compression instead of following it.
+func (w *writer) startWriteback() {
+	flushed := w.off - int64(w.bw.Buffered())
+	if flushed-w.wbDone < writebackStep {
+		return
+	}
+	// Errors only mean no early writeback; the fsync still runs.
+	unix.SyncFileRange(int(w.out.Fd()), w.wbDone, flushed-w.wbDone, unix.SYNC_FILE_RANGE_WRITE)
+	w.wbDone = flushed
 }
 
 func (w *writer) progress(final bool) {

@@ -1,0 +1,98 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// fileHandle is an open store file.
+type fileHandle struct {
+	f    store.File
+	fsys *FS
+	sp   string
+	fd   int // descriptor for passthrough, -1 when there is none
+}
+
+// PassthroughFd implements fs.FilePassthroughFder. go-fuse registers the
+// descriptor with the kernel (root only, Linux 6.9+); when that fails it
+// turns passthrough off for the mount and Read below serves every read.
+func (h *fileHandle) PassthroughFd() (int, bool) { return h.fd, h.fd >= 0 }
+
+// Read implements fs.FileReader. Reads may run concurrently on one handle:
+// store files are io.ReaderAt, which allows that.
+func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.fsys.reads.Add(1)
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.fsys.errno("reading", h.sp, err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Release implements fs.FileReleaser.
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	if err := h.f.Close(); err != nil {
+		h.fsys.logf("closing %s: %v", h.sp, err)
+	}
+	return 0
+}
+
+// textHandle serves a file of our own (README.txt).
+type textHandle struct{ data string }
+
+func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(dest[:copy(dest, h.data[off:])]), 0
+}
+
+// dirHandle is an open directory: its listing, read once at open.
+type dirHandle struct {
+	n    *node
+	kids []kid
+	next int
+}
+
+// Readdirent implements fs.FileReaddirenter.
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.next >= len(d.kids) {
+		return nil, 0
+	}
+	k := &d.kids[d.next]
+	d.next++
+	return &fuse.DirEntry{Name: k.name, Mode: k.mode, Ino: k.ino, Off: uint64(d.next)}, 0
+}
+
+// Seekdir implements fs.FileSeekdirer; offsets are entry indexes + 1.
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(d.kids)) {
+		return syscall.EINVAL
+	}
+	d.next = int(off)
+	return 0
+}
+
+// Lookup implements fs.FileLookuper for READDIRPLUS: the entry was just
+// listed, so it is taken from the listing instead of a second Stat.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if i := d.next - 1; i >= 0 && i < len(d.kids) && d.kids[i].name == name {
+		return d.n.adopt(ctx, d.kids[i], out), 0
+	}
+	for i := range d.kids {
+		if d.kids[i].name == name {
+			return d.n.adopt(ctx, d.kids[i], out), 0
+		}
+	}
+	return d.n.Lookup(ctx, name, out)
+}
+
+// Releasedir implements fs.FileReleasedirer.
+func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}

@@ -1,0 +1,317 @@
+package fusefs
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The mount lifecycle outside the FUSE server: checking a mountpoint,
+// recovering a stale one, unmounting, and finding who keeps a mount busy.
+
+// ErrStale marks a mountpoint whose FUSE server is gone ("transport
+// endpoint is not connected").
+var ErrStale = errors.New("the mountpoint is left over from a server that died")
+
+// MountEntry is one line of /proc/self/mountinfo.
+type MountEntry struct {
+	Point  string // where it is mounted
+	FsType string // e.g. fuse.usmtkit
+	Source string
+	Opts   string // per-mount options (ro, nosuid, ...)
+	Dev    string // major:minor
+}
+
+// ReadOnly reports whether the mount is read-only for the kernel.
+func (m *MountEntry) ReadOnly() bool {
+	for _, o := range strings.Split(m.Opts, ",") {
+		if o == "ro" {
+			return true
+		}
+	}
+	return false
+}
+
+// Mounts parses /proc/self/mountinfo.
+func Mounts() ([]MountEntry, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("reading /proc/self/mountinfo: %w", err)
+	}
+	var out []MountEntry
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+		f := strings.Fields(sc.Text())
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
+			continue
+		}
+		out = append(out, MountEntry{Point: unescapeMount(f[4]), Opts: f[5], Dev: f[2],
+			FsType: f[sep+1], Source: unescapeMount(f[sep+2])})
+	}
+	return out, sc.Err()
+}
+
+// unescapeMount undoes the octal escapes of mountinfo (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// MountAt returns the topmost mount whose mount point is path, if any.
+func MountAt(path string) (*MountEntry, bool) {
+	ms, err := Mounts()
+	if err != nil {
+		return nil, false
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		if ms[i].Point == path {
+			return &ms[i], true
+		}
+	}
+	return nil, false
+}
+
+// IsStale reports whether path is a FUSE mountpoint whose server is gone.
+// statfs always reaches the FUSE connection; stat alone may be answered
+// from attributes the kernel cached before the server died.
+func IsStale(path string) bool {
+	var sfs unix.Statfs_t
+	if errors.Is(unix.Statfs(path, &sfs), unix.ENOTCONN) {
+		return true
+	}
+	var st unix.Stat_t
+	return errors.Is(unix.Stat(path, &st), unix.ENOTCONN)
+}
+
+// CheckMountpoint validates mnt before anything is opened: it must exist,
+// be a directory, be empty and not be mounted on. A stale mountpoint (a
+// killed server) is detached and accepted; recovered says so. The
+// returned path is absolute with symlinks resolved.
+func CheckMountpoint(mnt string) (real string, recovered bool, err error) {
+	abs, err := filepath.Abs(mnt)
+	if err != nil {
+		return "", false, err
+	}
+	if IsStale(abs) {
+		if err := LazyUnmount(abs); err != nil {
+			return "", false, fmt.Errorf("%s is a stale mount (its server died) and detaching it failed: %w; run fusermount3 -u -z %s (or umount -l as root), then mount again", abs, err, abs)
+		}
+		recovered = true
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", recovered, fmt.Errorf("mountpoint %s does not exist: create it first (mkdir -p %s)", abs, abs)
+	case err != nil:
+		return "", recovered, fmt.Errorf("checking mountpoint %s: %w", abs, err)
+	case !fi.IsDir():
+		return "", recovered, fmt.Errorf("mountpoint %s is not a directory: give an empty directory", abs)
+	}
+	real, err = filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", recovered, fmt.Errorf("checking mountpoint %s: %w", abs, err)
+	}
+	if m, ok := MountAt(real); ok {
+		hint := "unmount it first"
+		if m.FsType == FsType {
+			hint = "run usmtkit umount " + real + " first"
+		}
+		return "", recovered, fmt.Errorf("%s is already a mount point (%s from %s): %s", real, m.FsType, m.Source, hint)
+	}
+	d, err := os.Open(real)
+	if err != nil {
+		return "", recovered, fmt.Errorf("checking mountpoint %s: %w", real, err)
+	}
+	names, err := d.Readdirnames(1)
+	d.Close()
+	if err != nil && err != io.EOF {
+		return "", recovered, fmt.Errorf("checking mountpoint %s: %w", real, err)
+	}
+	if len(names) > 0 {
+		return "", recovered, fmt.Errorf("mountpoint %s is not empty (it holds %s): mounting would hide its files; give an empty directory", real, names[0])
+	}
+	return real, recovered, nil
+}
+
+// CheckOverlap refuses a mountpoint equal to, inside or above any of the
+// store paths: serving a store into itself deadlocks the kernel (restic
+// GH #5234). Paths are compared after resolving symlinks.
+func CheckOverlap(mnt string, storePaths []string) error {
+	m := realPath(mnt)
+	for _, p := range storePaths {
+		r := realPath(p)
+		switch {
+		case r == m:
+			return fmt.Errorf("mountpoint %s is the store itself (%s): choose an empty directory outside the store", mnt, p)
+		case strings.HasPrefix(m, r+"/") || r == "/":
+			return fmt.Errorf("mountpoint %s is inside the store %s: choose an empty directory outside the store", mnt, p)
+		case strings.HasPrefix(r, m+"/") || m == "/":
+			return fmt.Errorf("mountpoint %s contains the store %s: choose an empty directory outside the store", mnt, p)
+		}
+	}
+	return nil
+}
+
+func realPath(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	return abs
+}
+
+// fusermount finds fusermount3, then fusermount.
+func fusermount() (string, error) {
+	for _, n := range []string{"fusermount3", "fusermount"} {
+		if p, err := exec.LookPath(n); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("neither fusermount3 nor fusermount is installed (Debian: apt-get install fuse3)")
+}
+
+// Unmount unmounts mnt: umount(2) as root, fusermount3 -u otherwise.
+// A busy mount gives an error wrapping syscall.EBUSY.
+func Unmount(mnt string) error {
+	return unmount(mnt, false)
+}
+
+// LazyUnmount detaches mnt now; the kernel finishes when the last file on
+// it is closed (umount -l, fusermount3 -u -z).
+func LazyUnmount(mnt string) error {
+	return unmount(mnt, true)
+}
+
+func unmount(mnt string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = unix.MNT_DETACH
+		}
+		err := unix.Unmount(mnt, flags)
+		if err == nil || !errors.Is(err, unix.EPERM) {
+			if err != nil {
+				return &os.PathError{Op: "unmount", Path: mnt, Err: err}
+			}
+			return nil
+		}
+	}
+	bin, err := fusermount()
+	if err != nil {
+		return err
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	out, err := exec.Command(bin, append(args, "--", mnt)...).CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if strings.Contains(msg, "busy") {
+			return &os.PathError{Op: "unmount", Path: mnt, Err: syscall.EBUSY}
+		}
+		return fmt.Errorf("%s %s %s: %v: %s", filepath.Base(bin), strings.Join(args, " "), mnt, err, msg)
+	}
+	return nil
+}
+
+// Holder is a process using files under a mountpoint.
+type Holder struct {
+	Pid   int
+	Comm  string
+	Paths []string // open files, cwd or root under the mountpoint
+}
+
+func (h Holder) String() string {
+	return fmt.Sprintf("%d (%s): %s", h.Pid, h.Comm, strings.Join(h.Paths, ", "))
+}
+
+// Holders lists the processes with an open file, working directory or
+// root under mnt, from /proc (only readlink, which never touches the
+// mount itself, so it works on a hung one). Processes we may not inspect
+// are skipped.
+func Holders(mnt string) []Holder {
+	ents, _ := os.ReadDir("/proc")
+	self := os.Getpid()
+	var out []Holder
+	under := func(p string) bool { return p == mnt || strings.HasPrefix(p, mnt+"/") }
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		base := "/proc/" + e.Name()
+		var paths []string
+		for _, l := range []string{"cwd", "root"} {
+			if t, err := os.Readlink(base + "/" + l); err == nil && under(t) {
+				paths = append(paths, l+" "+t)
+			}
+		}
+		fds, _ := os.ReadDir(base + "/fd")
+		for _, fd := range fds {
+			if t, err := os.Readlink(base + "/fd/" + fd.Name()); err == nil && under(t) {
+				paths = append(paths, t)
+			}
+		}
+		if len(paths) == 0 {
+			continue
+		}
+		comm, _ := os.ReadFile(base + "/comm")
+		sort.Strings(paths)
+		out = append(out, Holder{Pid: pid, Comm: strings.TrimSpace(string(comm)), Paths: paths})
+	}
+	return out
+}
+
+// AbortConn cuts the kernel connection of a FUSE mount, given its device
+// (MountEntry.Dev, "0:123"), by writing to /sys/fs/fuse/connections/N/abort
+// (root only): every process waiting on it gets an error at once. The
+// last resort after a lazy unmount, which hides the mount from mountinfo.
+func AbortConn(dev string) error {
+	_, minor, ok := strings.Cut(dev, ":")
+	if !ok {
+		return fmt.Errorf("cannot read the FUSE connection of device %q", dev)
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	if ents, err := os.ReadDir(ctl); err == nil && len(ents) == 0 {
+		// fusectl is not mounted (common in containers); mount it (root only).
+		_ = unix.Mount("fusectl", ctl, "fusectl", 0, "")
+	}
+	return os.WriteFile(ctl+"/"+minor+"/abort", []byte("1"), 0)
+}

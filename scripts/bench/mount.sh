@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Benchmark `usmtkit mount` against squashfuse (squashfs image, zstd) and
+# archivemount (tar.zst) on one generated profile store, and a directory
+# store mounted by usmtkit (passthrough and not) against reading the
+# folder directly. Every phase runs on a fresh mount of the same files:
+#
+#   stat      find over every entry (find -printf), seconds
+#   files     300 random whole-file reads, p50/p99 latency
+#   4k        2000 random 4 KiB reads inside files >= 1 MiB, p50/p99 latency
+#   seq       every file read once, MB/s
+#   rss       peak RSS of the server over the phases (VmHWM), MiB
+#
+#   scripts/bench/mount.sh                 # 1 GiB profile store
+#   SIZE=200M scripts/bench/mount.sh
+#
+# Environment: SIZE (store bytes, default 1G), WORK (scratch folder, default
+# /tmp/usmtkit-bench-mount, kept so stores are generated once), TIMEOUT
+# (seconds per phase, default 300; a phase that runs longer shows
+# "timeout"). Needs root or fusermount3, plus squashfuse, archivemount,
+# mksquashfs, zstd and tar. The page cache is warm for the backing files
+# (they are read while building); the FUSE caches are cold on each mount.
+set -euo pipefail
+
+SIZE=${SIZE:-1G}
+WORK=${WORK:-/tmp/usmtkit-bench-mount}
+TIMEOUT=${TIMEOUT:-300}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+for t in squashfuse archivemount mksquashfs zstd tar find; do
+	command -v "$t" >/dev/null || { echo "mount.sh: $t is not installed (apt-get install squashfuse archivemount squashfs-tools zstd)" >&2; exit 1; }
+done
+mkdir -p "$WORK/bin" "$WORK/mnt"
+(cd "$ROOT" && go build -o "$WORK/bin/usmtkit" ./cmd/usmtkit && go build -o "$WORK/bin/mkstore" ./fixtures/cmd/mkstore &&
+	go build -o "$WORK/bin/randread" ./scripts/bench/randread)
+U="$WORK/bin/usmtkit"
+R="$WORK/bin/randread"
+MNT="$WORK/mnt"
+
+# Leftovers of an interrupted run.
+if grep -q " $MNT " /proc/self/mountinfo; then fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+
+data="$WORK/profile-$SIZE"
+if [ ! -d "$data/store" ]; then
+	echo "generating a $SIZE profile store in $data ..." >&2
+	"$WORK/bin/mkstore" -kind profile -size "$SIZE" -out "$data" >/dev/null
+fi
+STORE="$data/store"
+
+arch="$data/store.usmtkit.tar.zst"
+if [ ! -f "$arch" ]; then
+	if "$U" compress --help >/dev/null 2>&1; then
+		echo "usmtkit compress $STORE -o $arch" >&2
+		"$U" compress "$STORE" -o "$arch" >&2
+	else
+		echo "NOTE: this usmtkit has no compress command yet; writing the archive with compress.CreateFile (randread -mkarchive)" >&2
+		"$R" -mkarchive "$STORE" -out "$arch"
+	fi
+fi
+sqfs="$data/store.sqfs"
+[ -f "$sqfs" ] || mksquashfs "$STORE" "$sqfs" -comp zstd -quiet -no-progress >/dev/null
+tzst="$data/store.tar.zst"
+[ -f "$tzst" ] || tar -C "$STORE" -cf - . | zstd -q -T0 -3 -o "$tzst"
+
+# Server control: start_NAME starts a server on $MNT and sets PID.
+PID=""
+wait_mounted() {
+	for _ in $(seq 1 600); do
+		grep -q " $MNT " /proc/self/mountinfo && return 0
+		kill -0 "$PID" 2>/dev/null || { echo "mount.sh: server exited" >&2; return 1; }
+		sleep 0.1
+	done
+	echo "mount.sh: $MNT not mounted after 60 s" >&2; return 1
+}
+start_server() { # KIND
+	case $1 in
+	usmtkit-archive) "$U" -q mount --view store "$arch" "$MNT" & PID=$! ;;
+	usmtkit-dir)     "$U" -q mount --view store "$STORE" "$MNT" & PID=$! ;;
+	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough "$STORE" "$MNT" & PID=$! ;;
+	squashfuse)      squashfuse -f "$sqfs" "$MNT" & PID=$! ;;
+	archivemount)    archivemount -f -o ro,readonly "$tzst" "$MNT" 2>/dev/null & PID=$! ;;
+	esac
+	wait_mounted
+}
+stop_server() {
+	[ -n "$PID" ] || return 0
+	fusermount3 -u "$MNT" 2>/dev/null || umount "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" 2>/dev/null || true
+	for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+	kill "$PID" 2>/dev/null || true
+	wait "$PID" 2>/dev/null || true
+	PID=""
+}
+trap stop_server EXIT
+
+# Phases run in subshells: the peak RSS goes through a file.
+HWMF="$WORK/hwm"
+note_rss() {
+	[ -n "$PID" ] || return 0
+	local kb old
+	kb=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status" 2>/dev/null || echo 0)
+	old=$(cat "$HWMF" 2>/dev/null || echo 0)
+	[ "${kb:-0}" -gt "${old:-0}" ] && echo "$kb" >"$HWMF"
+	return 0
+}
+
+# phase KIND NAME: runs one phase on a fresh mount (or the folder for
+# "direct") and prints its result.
+phase() {
+	local kind=$1 name=$2 dir=$MNT res
+	if [ "$kind" = direct ]; then dir=$STORE; else start_server "$kind"; fi
+	local t0=$(date +%s%N)
+	case $name in
+	stat)  res=$(timeout "$TIMEOUT" find "$dir" -printf '%s %i\n' | wc -l) && res="$(( ($(date +%s%N) - t0) / 1000000 )) ms ($res entries)" || res=timeout ;;
+	files) res=$(timeout "$TIMEOUT" "$R" -root "$dir" -list-root "$STORE" -mode files -n 300) || res=timeout ;;
+	4k)    res=$(timeout "$TIMEOUT" "$R" -root "$dir" -list-root "$STORE" -mode 4k -n 2000) || res=timeout ;;
+	seq)   res=$(timeout "$TIMEOUT" "$R" -root "$dir" -list-root "$STORE" -mode seq) || res=timeout ;;
+	esac
+	note_rss
+	[ "$kind" = direct ] || stop_server
+	echo "$res"
+}
+
+run() { # KIND LABEL
+	echo 0 >"$HWMF"
+	local st fl fk sq
+	st=$(phase "$1" stat); fl=$(phase "$1" files); fk=$(phase "$1" 4k); sq=$(phase "$1" seq)
+	local rss="-"
+	[ "$1" = direct ] || rss="$(( $(cat "$HWMF") / 1024 )) MiB"
+	printf '%-24s | %-26s | %-30s | %-30s | %-26s | %s\n' "$2" "$st" "$fl" "${fk% files=*}" "${sq% bytes=*}" "$rss"
+}
+
+echo
+echo "store: $STORE ($(du -sh "$STORE" | cut -f1), $(find "$STORE" -type f | wc -l) files)"
+echo "archive $(du -h "$arch" | cut -f1), squashfs $(du -h "$sqfs" | cut -f1), tar.zst $(du -h "$tzst" | cut -f1); $(uname -r), $(nproc) CPUs, uid $(id -u)"
+printf '%-24s | %-26s | %-30s | %-30s | %-26s | %s\n' "" "stat every entry" "300 whole-file reads" "2000 random 4 KiB reads" "read everything" "peak RSS"
+run usmtkit-archive "usmtkit (archive)"
+run squashfuse "squashfuse (sqfs zstd)"
+run archivemount "archivemount (tar.zst)"
+echo
+run direct "folder, no FUSE"
+run usmtkit-dir "usmtkit (folder)"
+run usmtkit-dir-nopt "usmtkit --no-passthrough"

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/usmtkit/usmtkit/compress"
+	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+type compressOptions struct {
+	globalOptions
+	Output    string
+	Level     string
+	ChunkSize string
+	Threads   int
+	Force     bool
+	Verify    bool
+	JSON      bool
+	Plain     bool
+}
+
+func init() {
+	register(&cli.Command{
+		Name:      "compress",
+		Usage:     "pack a store into an archive that GNU tar and zstd can open",
+		ArgsUsage: "STORE [STORE...] -o OUT.tar.zst",
+		Description: `Writes a usmtkit archive (docs/format.md): a PAX tar stream compressed as
+independent zstd frames, with a table of contents usmtkit reads at random.
+Without usmtkit it unpacks with "tar --zstd -xf OUT.tar.zst" or
+"zstd -dc OUT.tar.zst | tar -x" into an uncompressed store LoadState can use.
+Hard links are stored once; times keep ns precision; creation times and
+Windows attributes are kept in PAX records.
+
+The archive is written to a temporary file next to OUT, flushed to disk and
+renamed; an existing OUT is kept unless --force; an OUT inside the store is
+refused. Files that change while they are read, or cannot be read, are
+listed and the run exits 3. --verify reads the result back and checks every
+chunk.
+
+Examples:
+   usmtkit compress /mnt/c/USMTMIG -o /srv/stores/PC042.tar.zst
+   usmtkit compress /mnt/c/USMTMIG /mnt/d/USMTMIG -o pc042.tar.zst --level better --verify
+
+` + exitcodes.Table,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the archive to write (OUT.tar.zst)"},
+			&cli.StringFlag{Name: "level", Value: "default", Usage: "fastest, default (about zstd -3) or better"},
+			&cli.StringFlag{Name: "chunk-size", Value: "4MiB", Usage: "size of the independently compressed pieces (64KiB to 64MiB); smaller makes random reads cheaper"},
+			&cli.IntFlag{Name: "threads", Usage: "chunks compressed at once (default: number of CPUs)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
+			&cli.BoolFlag{Name: "verify", Usage: "read the archive back and check every chunk"},
+			&cli.BoolFlag{Name: "json", Usage: "a JSON summary on stdout"},
+			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
+		},
+		Action: func(c *cli.Context) error {
+			o := &compressOptions{globalOptions: *globalsOf(c), Output: c.String("output"), Level: c.String("level"),
+				ChunkSize: c.String("chunk-size"), Threads: c.Int("threads"), Force: c.Bool("force"),
+				Verify: c.Bool("verify"), JSON: c.Bool("json"), Plain: c.Bool("plain")}
+			return runCompress(c.Context, o, c.Args().Slice())
+		},
+	})
+}
+
+// parseSize reads 4MiB, 4M, 512KiB, 65536.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size (use e.g. 4MiB or 1048576)", s)
+	}
+	return n * mult, nil
+}
+
+// compressReport is the --json shape of compress (docs/cli.md).
+type compressReport struct {
+	Output     string          `json:"output"`
+	Level      string          `json:"level"`
+	ChunkSize  int64           `json:"chunk_size"`
+	Entries    int64           `json:"entries"`
+	Files      int64           `json:"files"`
+	Dirs       int64           `json:"dirs"`
+	Symlinks   int64           `json:"symlinks"`
+	HardLinks  int64           `json:"hard_links"`
+	BytesIn    int64           `json:"bytes_in"`
+	BytesOut   int64           `json:"bytes_out"`
+	Seconds    float64         `json:"seconds"`
+	Changed    []problemRecord `json:"changed"`
+	Unreadable []problemRecord `json:"unreadable"`
+	Skipped    []problemRecord `json:"skipped"`
+	WalkErrors []problemRecord `json:"walk_errors"`
+	Unlisted   int64           `json:"unlisted_problems"`
+	Verified   *bool           `json:"verified,omitempty"`
+	Damaged    []problemRecord `json:"verify_damaged,omitempty"`
+}
+
+type problemRecord struct {
+	Path  string `json:"store_path"`
+	Error string `json:"error"`
+}
+
+func problemRecords(ps []compress.Problem) []problemRecord {
+	out := make([]problemRecord, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, problemRecord{Path: p.Path, Error: p.Err.Error()})
+	}
+	return out
+}
+
+func runCompress(ctx context.Context, o *compressOptions, args []string) error {
+	if len(args) == 0 {
+		return exitcodes.Usagef("compress needs a STORE path")
+	}
+	if o.Output == "" {
+		return exitcodes.Usagef("compress needs -o OUT.tar.zst: where to write the archive")
+	}
+	level, err := compress.ParseLevel(o.Level)
+	if err != nil {
+		return exitcodes.Usagef(err.Error())
+	}
+	chunk, err := parseSize(o.ChunkSize)
+	if err != nil || chunk < compress.MinChunkSize || chunk > compress.MaxChunkSize {
+		return exitcodes.Usagef(fmt.Sprintf("--chunk-size must be a size from %s to %s (got %q)",
+			progress.Bytes(compress.MinChunkSize), progress.Bytes(compress.MaxChunkSize), o.ChunkSize))
+	}
+	if o.Threads < 0 {
+		return exitcodes.Usagef("--threads must be 1 or more")
+	}
+	out, err := filepath.Abs(o.Output)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(out); err == nil && !o.Force {
+		return exitcodes.Usagef(fmt.Sprintf("%s already exists: choose another name or pass --force to replace it", out))
+	}
+	ds, err := detectAll(args, o.Plain)
+	if err != nil {
+		return err
+	}
+	s, err := openDetected(&o.globalOptions, ds)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if inside, err := compress.IsInside(out, s.Info().Roots); err != nil {
+		return fmt.Errorf("checking where %s is: %w", out, err)
+	} else if inside {
+		return exitcodes.Usagef(fmt.Sprintf("%s is inside the store (%s): usmtkit never writes into a store; choose another folder", out, strings.Join(s.Info().Roots, ", ")))
+	}
+
+	m := o.meter("compressing")
+	opts := compress.WriteOptions{Level: level, ChunkSize: int(chunk), Threads: o.Threads,
+		Progress: func(p compress.Progress) { m.Set(p.FilesDone, p.BytesDone) }}
+	if o.Progress {
+		// Totals for the ETA: one metadata walk, cheap next to compressing.
+		if sum, err := store.Summarize(ctx, s, nil); err == nil {
+			opts.TotalBytes, opts.TotalFiles = sum.BytesUnique, sum.Files
+			m.SetTotal(sum.Files, sum.BytesUnique)
+		}
+	}
+	start := time.Now()
+	res, err := compress.CreateFile(ctx, out, s, opts, o.Force)
+	m.Done()
+	if err != nil {
+		return err
+	}
+	rep := &compressReport{Output: out, Level: level.String(), ChunkSize: chunk, Entries: res.Entries, Files: res.Files,
+		Dirs: res.Dirs, Symlinks: res.Symlinks, HardLinks: res.Links, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
+		Seconds: time.Since(start).Seconds(), Changed: problemRecords(res.Changed), Unreadable: problemRecords(res.Unreadable),
+		Skipped: problemRecords(res.Skipped), WalkErrors: problemRecords(res.WalkErrors), Unlisted: res.Dropped}
+	if o.Verify {
+		ok := true
+		a, err := compress.Open(out, compress.ReaderOptions{})
+		if err != nil {
+			return fmt.Errorf("reading back %s: %w", out, err)
+		}
+		vm := o.meter("verifying")
+		err = a.VerifyAll(ctx, func(path string, chunk int, err error) {
+			if err != nil {
+				ok = false
+				rep.Damaged = append(rep.Damaged, problemRecord{Path: path, Error: fmt.Sprintf("chunk %d: %v", chunk, err)})
+			}
+		})
+		vm.Done()
+		a.Close()
+		if err != nil {
+			return fmt.Errorf("verifying %s: %w", out, err)
+		}
+		rep.Verified = &ok
+	}
+	if err := o.printCompress(rep); err != nil {
+		return err
+	}
+	if rep.Verified != nil && !*rep.Verified {
+		return fmt.Errorf("the archive %s failed its check right after writing (%d chunks): the disk or memory may be failing; do not rely on it", out, len(rep.Damaged))
+	}
+	if res.Incomplete() {
+		n := len(res.Changed) + len(res.Unreadable) + len(res.Skipped) + len(res.WalkErrors) + int(res.Dropped)
+		return fmt.Errorf("the archive %s was written but %d entries are missing or may be inconsistent (listed above): %w", out, n, exitcodes.ErrPartial)
+	}
+	return nil
+}
+
+func (o *compressOptions) printCompress(r *compressReport) error {
+	if o.JSON {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(o.Stdout, string(b))
+		return err
+	}
+	w := o.Stdout
+	ratio := 0.0
+	if r.BytesIn > 0 {
+		ratio = float64(r.BytesOut) / float64(r.BytesIn)
+	}
+	fmt.Fprintf(w, "archive:     %s\n", r.Output)
+	fmt.Fprintf(w, "entries:     %d files, %d folders, %d symlinks, %d hard links\n", r.Files, r.Dirs, r.Symlinks, r.HardLinks)
+	fmt.Fprintf(w, "size:        %s of file data -> %s archive (%.1f %%), level %s, %s chunks, %.1fs\n",
+		progress.Bytes(r.BytesIn), progress.Bytes(r.BytesOut), 100*ratio, r.Level, progress.Bytes(r.ChunkSize), r.Seconds)
+	for _, l := range []struct {
+		what string
+		ps   []problemRecord
+	}{{"CHANGED while read (archived as read, may be inconsistent)", r.Changed}, {"UNREADABLE (not in the archive)", r.Unreadable},
+		{"SKIPPED (FIFOs, sockets, devices: not archived)", r.Skipped}, {"could not be listed", r.WalkErrors}} {
+		if len(l.ps) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "%s: %d\n", l.what, len(l.ps))
+		for _, p := range l.ps {
+			fmt.Fprintf(w, "  %s: %s\n", p.Path, p.Error)
+		}
+	}
+	if r.Unlisted > 0 {
+		fmt.Fprintf(w, "... and %d more problems not listed\n", r.Unlisted)
+	}
+	if r.Verified != nil {
+		if *r.Verified {
+			fmt.Fprintf(w, "verified:    every chunk read back and checked (zstd checksum and xxh64)\n")
+		} else {
+			fmt.Fprintf(w, "VERIFY FAILED: %d damaged chunks\n", len(r.Damaged))
+			for _, d := range r.Damaged {
+				fmt.Fprintf(w, "  %s: %s\n", d.Path, d.Error)
+			}
+		}
+	}
+	fmt.Fprintf(w, "restore without usmtkit: tar --zstd -xf %s   (or: zstd -dc %s | tar -x)\n", filepath.Base(r.Output), filepath.Base(r.Output))
+	return nil
+}

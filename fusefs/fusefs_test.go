@@ -461,11 +461,11 @@ func TestMountReadOnlyAndPassthrough(t *testing.T) {
 	requireFUSE(t)
 	mnt, _, srv := mountStore(t, Options{}, fixtures.USMT4(t, t.TempDir()))
 	me, ok := MountAt(mnt)
-	if !ok || me.FsType != FsType || !me.ReadOnly() {
+	if !ok || me.FSType != FsType || !me.ReadOnly() {
 		t.Fatalf("mountinfo: %+v (found %v); want %s, ro", me, ok, FsType)
 	}
-	if !strings.Contains(me.Opts, "nosuid") || !strings.Contains(me.Opts, "nodev") {
-		t.Errorf("mount options %q lack nosuid/nodev", me.Opts)
+	if !me.HasOption("nosuid") || !me.HasOption("nodev") {
+		t.Errorf("mount options %q lack nosuid/nodev", me.Options)
 	}
 	if os.Geteuid() != 0 || srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
 		t.Logf("passthrough not testable here (needs root and a kernel with FUSE passthrough)")
@@ -537,11 +537,5 @@ func TestCheckOverlap(t *testing.T) {
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("CheckOverlap(%s): %v, want %q", c.mnt, err, c.want)
 		}
-	}
-}
-
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/mnt/a\040b\134c`); got != `/mnt/a b\c` {
-		t.Errorf("unescapeMount: %q", got)
 	}
 }

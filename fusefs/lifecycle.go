@@ -1,8 +1,6 @@
 package fusefs
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/store"
 )
 
 // The mount lifecycle outside the FUSE server: checking a mountpoint,
@@ -24,80 +24,18 @@ import (
 // endpoint is not connected").
 var ErrStale = errors.New("the mountpoint is left over from a server that died")
 
-// MountEntry is one line of /proc/self/mountinfo.
-type MountEntry struct {
-	Point  string // where it is mounted
-	FsType string // e.g. fuse.usmtkit
-	Source string
-	Opts   string // per-mount options (ro, nosuid, ...)
-	Dev    string // major:minor
-}
-
-// ReadOnly reports whether the mount is read-only for the kernel.
-func (m *MountEntry) ReadOnly() bool {
-	for _, o := range strings.Split(m.Opts, ",") {
-		if o == "ro" {
-			return true
-		}
-	}
-	return false
-}
-
-// Mounts parses /proc/self/mountinfo.
-func Mounts() ([]MountEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading /proc/self/mountinfo: %w", err)
-	}
-	var out []MountEntry
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range f {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
-			continue
-		}
-		out = append(out, MountEntry{Point: unescapeMount(f[4]), Opts: f[5], Dev: f[2],
-			FsType: f[sep+1], Source: unescapeMount(f[sep+2])})
-	}
-	return out, sc.Err()
-}
-
-// unescapeMount undoes the octal escapes of mountinfo (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// MountEntry is one line of /proc/self/mountinfo (read by package store,
+// which also warns about risky mounts of stores).
+type MountEntry = store.Mount
 
 // MountAt returns the topmost mount whose mount point is path, if any.
 func MountAt(path string) (*MountEntry, bool) {
-	ms, err := Mounts()
+	ms, err := store.Mounts()
 	if err != nil {
 		return nil, false
 	}
 	for i := len(ms) - 1; i >= 0; i-- {
-		if ms[i].Point == path {
+		if ms[i].MountPoint == path {
 			return &ms[i], true
 		}
 	}
@@ -146,10 +84,10 @@ func CheckMountpoint(mnt string) (real string, recovered bool, err error) {
 	}
 	if m, ok := MountAt(real); ok {
 		hint := "unmount it first"
-		if m.FsType == FsType {
+		if m.FSType == FsType {
 			hint = "run usmtkit umount " + real + " first"
 		}
-		return "", recovered, fmt.Errorf("%s is already a mount point (%s from %s): %s", real, m.FsType, m.Source, hint)
+		return "", recovered, fmt.Errorf("%s is already a mount point (%s from %s): %s", real, m.FSType, m.Source, hint)
 	}
 	d, err := os.Open(real)
 	if err != nil {
@@ -300,14 +238,11 @@ func Holders(mnt string) []Holder {
 }
 
 // AbortConn cuts the kernel connection of a FUSE mount, given its device
-// (MountEntry.Dev, "0:123"), by writing to /sys/fs/fuse/connections/N/abort
+// (MountEntry.Dev), by writing to /sys/fs/fuse/connections/N/abort
 // (root only): every process waiting on it gets an error at once. The
 // last resort after a lazy unmount, which hides the mount from mountinfo.
-func AbortConn(dev string) error {
-	_, minor, ok := strings.Cut(dev, ":")
-	if !ok {
-		return fmt.Errorf("cannot read the FUSE connection of device %q", dev)
-	}
+func AbortConn(dev uint64) error {
+	minor := strconv.FormatUint(uint64(unix.Minor(dev)), 10)
 	const ctl = "/sys/fs/fuse/connections"
 	if ents, err := os.ReadDir(ctl); err == nil && len(ents) == 0 {
 		// fusectl is not mounted (common in containers); mount it (root only).

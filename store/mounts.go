@@ -166,3 +166,9 @@ func isWithin(p, dir string) bool {
 	}
 	return p == dir || strings.HasPrefix(p, dir+"/")
 }
+
+// ReadOnly reports whether the mount is read-only for the kernel.
+func (m *Mount) ReadOnly() bool { return hasOpt(m, "ro") }
+
+// HasOption reports whether the mount has a per-mount option (nosuid, ...).
+func (m *Mount) HasOption(o string) bool { return hasOpt(m, o) }

@@ -529,8 +529,8 @@ func umountOne(o *umountOptions, arg string) error {
 	if !ok {
 		return fmt.Errorf("%s is not mounted; nothing to do (mount lists the mounts)", real)
 	}
-	if me.FsType != fusefs.FsType {
-		return fmt.Errorf("%s is a %s mount, not a usmtkit one: use umount(8) for it", real, me.FsType)
+	if me.FSType != fusefs.FsType {
+		return fmt.Errorf("%s is a %s mount, not a usmtkit one: use umount(8) for it", real, me.FSType)
 	}
 	err = fusefs.Unmount(real)
 	if err == nil {

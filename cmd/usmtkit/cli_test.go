@@ -322,3 +322,17 @@ func TestPermuteArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestVerboseIndexListsFiles: -v names every file with its hash on stderr.
+func TestVerboseIndexListsFiles(t *testing.T) {
+	dir := t.TempDir()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "s"))
+	code, _, stderr := runCLI(t, "index", sp, "-o", filepath.Join(dir, "m.ndjson"), "-v")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	n := strings.Count(stderr, "\n")
+	if !strings.Contains(stderr, `C:\Users\jdoe\Documents\report.docx`) || n < fixtures.USMT4Expect.Files {
+		t.Fatalf("-v listed %d lines:\n%s", n, stderr)
+	}
+}

@@ -173,6 +173,10 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 			if it.Hashed {
 				rec.XXH64 = manifest.HashHex(it.Hash)
 			}
+			if o.Verbose && it.Entry.Type == store.TypeFile {
+				m.Done() // -v lists files; a progress line would be drawn over them
+				fmt.Fprintf(o.Stderr, "%-16s %s\n", rec.XXH64, displayName(&it.Entry))
+			}
 			if it.Entry.Type == store.TypeFile {
 				m.Add(1, 0)
 				if o.NoHash {

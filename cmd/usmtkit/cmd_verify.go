@@ -46,6 +46,13 @@ the control files (catalog.mig, migstate.dat) are checked the same way. Without
 a manifest, a structural check: every file readable end to end, hard-link
 groups consistent, catalog.mig present in USMT layouts.
 
+An archive (usmtkit compress) checks itself: its footer and TOC when it is
+opened, and at the data level every header frame and every chunk's zstd and
+xxhash64 checksums; a damaged chunk makes its file CORRUPTED, naming the
+chunk. A manifest of the source folder store applies to its archive. When the
+archive's footer or TOC is damaged, verify runs the salvage walk instead, says
+so, and exits 3 even if every file comes back intact.
+
 Levels (--level): structure = metadata only, no content read; data (default) =
 also read and hash every file. The report always names the level that ran.
 
@@ -61,6 +68,7 @@ Examples:
    usmtkit verify /mnt/c/USMTMIG --manifest /root/jdoe.manifest
    usmtkit verify /mnt/c/USMTMIG --manifest m --report failureonly --log /root/verify.log
    usmtkit verify /media/usb/store --level structure --json
+   usmtkit verify /srv/stores/PC042.tar.zst --manifest /root/jdoe.manifest
 
 ` + exitcodes.Table,
 		Flags: []cli.Flag{
@@ -143,12 +151,22 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	if err != nil {
 		return early(err)
 	}
+	var info *store.Info
+	// salvage is set when the store is an archive whose footer or TOC is
+	// damaged: it is checked by the salvage walk instead (docs/verify.md).
+	var salvage error
 	s, err := openStore(&o.globalOptions, ds)
-	if err != nil {
+	switch {
+	case err == nil:
+		defer s.Close()
+		info = s.Info()
+	case len(ds) == 1 && ds[0].Kind == store.KindArchive && verify.IndexDamaged(err):
+		salvage = err
+		info = &store.Info{Kind: store.KindArchive, Input: []string{ds[0].Input}, Roots: []string{ds[0].Root}}
+		o.notef("usmtkit: note: %s (%v)", verify.SalvageNotice, err)
+	default:
 		return early(err)
 	}
-	defer s.Close()
-	info := s.Info()
 	for _, n := range info.Notes {
 		o.notef("usmtkit: note: %s", n)
 	}
@@ -160,8 +178,8 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 			return early(err) // damaged manifest: tool failure (exit 1), nothing was checked
 		}
 		defer mr.Close()
-		if mr.Header.Store.Kind != string(info.Kind) {
-			o.notef("usmtkit: note: the manifest was made from a %s store; this is a %s store", mr.Header.Store.Kind, info.Kind)
+		if k := mr.Header.Store.Kind; k != string(info.Kind) && salvage == nil && !archiveOf(s, k) {
+			o.notef("usmtkit: note: the manifest was made from a %s store; this is a %s store", k, info.Kind)
 		}
 	}
 
@@ -195,7 +213,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	out := bufio.NewWriter(o.Stdout)
 	defer out.Flush()
 	m := o.meter("verifying")
-	if o.Progress {
+	if o.Progress && salvage == nil {
 		if sum, err := store.Summarize(ctx, s, nil); err == nil {
 			var b int64
 			if level == verify.LevelData {
@@ -235,8 +253,14 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	}
 
 	start := time.Now()
-	sum, runErr := verify.Run(ctx, s, verify.Options{Level: level, Manifest: mr, Threads: o.Threads,
-		ReadBytes: func(n int64) { m.Add(0, n) }}, emit)
+	vo := verify.Options{Level: level, Manifest: mr, Threads: o.Threads, ReadBytes: func(n int64) { m.Add(0, n) }}
+	var sum *verify.Summary
+	var runErr error
+	if salvage != nil {
+		sum, runErr = verify.RunSalvage(ctx, ds[0].Root, salvage, vo, emit)
+	} else {
+		sum, runErr = verify.Run(ctx, s, vo, emit)
+	}
 	m.Done()
 	elapsed := time.Since(start)
 
@@ -289,6 +313,13 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	return resErr
 }
 
+// archiveOf reports whether s is an archive made from a store of kind k
+// (a manifest of the source store applies to its archive unchanged).
+func archiveOf(s store.Store, k string) bool {
+	a, ok := s.(interface{ SourceKind() store.Kind })
+	return ok && string(a.SourceKind()) == k
+}
+
 func checkKind(manifestPath string) string {
 	if manifestPath != "" {
 		return "manifest"
@@ -307,6 +338,43 @@ func sameFile(a, b string) bool {
 	return aa == ab
 }
 
+// levelWhat says what the level that ran checked.
+func levelWhat(s *verify.Summary) string {
+	data := s.Level == verify.LevelData
+	compared := s.Check == "manifest" && s.Hashes && data
+	switch s.Archive {
+	case verify.ArchiveIndex:
+		var p []string
+		p = append(p, "footer and TOC validated")
+		if s.HeadersChecked {
+			p = append(p, "every tar header frame checked")
+		}
+		if s.ChunksChecked {
+			p = append(p, "every chunk's zstd and xxhash64 checksums checked")
+		}
+		if compared {
+			p = append(p, "every file read back and its xxh64 compared")
+		}
+		if !data {
+			p = append(p, "no file data read")
+		}
+		return strings.Join(p, ", ")
+	case verify.ArchiveSalvage:
+		w := "the archive's index is damaged: salvage walk, every frame decoded and its zstd checksum checked"
+		if compared {
+			w += ", every file's xxh64 compared"
+		}
+		return w
+	}
+	if !data {
+		return "metadata only, no content read"
+	}
+	if compared {
+		return "every file read end to end and its xxh64 compared"
+	}
+	return "every file read end to end"
+}
+
 func problemWords(s *verify.Summary) string {
 	var p []string
 	add := func(n int64, w string) {
@@ -320,7 +388,11 @@ func problemWords(s *verify.Summary) string {
 	add(s.Unread, "unreadable")
 	add(s.Extra, "extra")
 	add(s.Skipped, "not checked")
-	add(int64(len(s.StoreErrors)), "store-level errors")
+	if n := len(s.StoreErrors); n == 1 {
+		p = append(p, "1 archive-level problem")
+	} else if n > 1 {
+		p = append(p, fmt.Sprintf("%d archive-level problems", n))
+	}
 	if s.Catalog != verify.OK && s.Catalog != verify.CatalogNone {
 		p = append(p, "catalog "+strings.ToLower(string(s.Catalog)))
 	}
@@ -337,19 +409,26 @@ func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifest
 			against += " (no content hashes)"
 		}
 	}
-	what := "metadata only, no content read"
-	if s.Level == verify.LevelData {
-		what = "every file read end to end"
-		if s.Check == "manifest" && s.Hashes {
-			what += " and its xxh64 compared"
-		}
-	}
-	fmt.Fprintf(w, "level:      %s (%s), %s\n", s.Level, what, against)
+	fmt.Fprintf(w, "level:      %s (%s), %s\n", s.Level, levelWhat(s), against)
 	fmt.Fprintf(w, "store:      %s (%s)\n", strings.Join(info.Roots, ", "), info.Kind)
 	fmt.Fprintf(w, "files:      %d checked: %d OK, %d damaged (%d corrupted, %d changed, %d missing), %d unreadable, %d extra, %d skipped\n",
 		s.Files, s.OKCount, s.Damaged(), s.Corrupt, s.Changed, s.Missing, s.Unread, s.Extra, s.Skipped)
-	if s.Level == verify.LevelData {
-		fmt.Fprintf(w, "read:       %s in %s\n", progress.Bytes(s.Bytes), elapsed.Round(time.Millisecond))
+	if s.Level == verify.LevelData || s.Archive == verify.ArchiveSalvage {
+		word := "read:       "
+		if s.Archive != "" {
+			word = "checked:    " // an archive's bytes are decoded and checked, not only read
+		}
+		fmt.Fprintf(w, "%s%s in %s\n", word, progress.Bytes(s.Bytes), elapsed.Round(time.Millisecond))
+	}
+	if g := s.Salvage; g != nil {
+		toc, eoa := "no intact TOC copy found", "no end-of-archive marker (cut short)"
+		if g.TOCFound {
+			toc = "an intact TOC copy found"
+		}
+		if g.EndOfArchive {
+			eoa = "end-of-archive marker found"
+		}
+		fmt.Fprintf(w, "salvage:    %d entries intact, %d damaged, %d lost; %s; %s\n", g.Intact, g.Damaged, g.Lost, toc, eoa)
 	}
 	cat := string(s.Catalog)
 	if s.CatalogD != "" {

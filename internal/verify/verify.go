@@ -93,12 +93,27 @@ func (r *Result) Name() string {
 }
 
 // ChunkVerifier is implemented by stores that can check their own stored
-// data (the usmtkit archive: every chunk's xxhash64 and zstd checksum, the
-// TOC and footer). fn is called for every damaged chunk (or with chunk -1
-// for damage that is not one chunk's); VerifyAll returns an error when the
-// archive as a whole cannot be checked.
+// data (the usmtkit archive, compress.Archive: every chunk's xxhash64 and
+// zstd checksum, and every tar header frame; the TOC and footer were
+// checked when it was opened). fn is called once per entry header (chunk
+// -1) and once per chunk, in walk order, with err nil when it is good;
+// VerifyAll returns an error only when it cannot go on (cancelled, a read
+// error).
 type ChunkVerifier interface {
 	VerifyAll(ctx context.Context, fn func(path string, chunk int, err error)) error
+}
+
+// HeaderVerifier is implemented by archives that can check their header
+// frames alone, without decoding the file data (the structure level).
+// fn is called once per entry, in walk order, with err nil when good.
+type HeaderVerifier interface {
+	VerifyHeaders(ctx context.Context, fn func(path string, err error)) error
+}
+
+// sourceKinder is implemented by archives: the kind of the store they were
+// made from, which decides the control files and the catalog verdict.
+type sourceKinder interface {
+	SourceKind() store.Kind
 }
 
 // Options configure Run.
@@ -130,10 +145,20 @@ type Summary struct {
 	CatalogD string `json:"catalog_detail,omitempty"`
 	// StoreErrors is damage that belongs to no single entry (an archive
 	// whose TOC failed its checks).
-	StoreErrors []string      `json:"store_errors,omitempty"`
-	Complete    bool          `json:"complete"` // every entry was checked
-	Notes       []string      `json:"notes,omitempty"`
-	Elapsed     time.Duration `json:"-"`
+	StoreErrors []string `json:"store_errors,omitempty"`
+	// Archive says how an archive was checked: ArchiveIndex (through its
+	// TOC) or ArchiveSalvage (its index is damaged: the salvage walk).
+	// Empty for directory stores.
+	Archive string `json:"archive_check,omitempty"`
+	// HeadersChecked: every tar header frame of the archive was checked.
+	HeadersChecked bool `json:"headers_checked,omitempty"`
+	// ChunksChecked: every chunk's zstd and xxhash64 checksums were checked.
+	ChunksChecked bool `json:"chunks_checked,omitempty"`
+	// Salvage is what the salvage walk found (ArchiveSalvage only).
+	Salvage  *SalvageInfo  `json:"salvage,omitempty"`
+	Complete bool          `json:"complete"` // every entry was checked
+	Notes    []string      `json:"notes,omitempty"`
+	Elapsed  time.Duration `json:"-"`
 }
 
 // Damaged counts every entry that is not OK, plus store-level damage and
@@ -189,13 +214,62 @@ func (s *Summary) count(r *Result) {
 // while streaming; a store that cannot be walked; emit's error).
 func Run(ctx context.Context, s store.Store, o Options, emit func(*Result) error) (*Summary, error) {
 	start := time.Now()
-	sum := &Summary{Level: o.Level, Check: "structure"}
+	sum := newSummary(&o)
 	defer func() { sum.Elapsed = time.Since(start) }()
-	if o.Level == "" {
-		o.Level, sum.Level = LevelData, LevelData
-	}
 	info := s.Info()
-	v := &run{o: o, sum: sum, emit: emit, kind: info.Kind, linkSeen: map[uint64]linkMeta{}}
+	kind := info.Kind
+	if sk, ok := s.(sourceKinder); ok {
+		kind = sk.SourceKind()
+	}
+	v := newRun(o, sum, emit, kind)
+	hash := o.Level == LevelData
+	cv, isArchive := s.(ChunkVerifier)
+	if isArchive {
+		sum.Archive = ArchiveIndex
+		switch hv, headers := s.(HeaderVerifier); {
+		case o.Level == LevelData && headers && sum.Hashes:
+			// Every file is read back to compare its hash with the
+			// manifest, and every read checks its chunks: check the
+			// headers alone, do not decode the data twice.
+			sum.ChunksChecked = true
+			if err := v.headers(ctx, hv); err != nil {
+				return v.finish(err)
+			}
+		case o.Level == LevelData:
+			stopped, err := v.chunks(ctx, s, cv)
+			if err != nil {
+				return v.finish(err)
+			}
+			// The archive checked its own data; read it again only to
+			// compare content hashes with a manifest, or when the check
+			// could not finish.
+			hash = sum.Hashes || stopped
+		case headers:
+			if err := v.headers(ctx, hv); err != nil {
+				return v.finish(err)
+			}
+		}
+	}
+	if o.Manifest != nil {
+		if err := v.nextRec(); err != nil {
+			return v.finish(err)
+		}
+	}
+	err := manifest.HashWalk(ctx, s, manifest.HashOptions{Threads: o.Threads, Hash: hash, ReadBytes: v.readBytes}, v.item)
+	if err == nil && o.Manifest != nil {
+		for v.rec != nil && err == nil {
+			err = v.missing()
+		}
+	}
+	return v.finish(err)
+}
+
+// newSummary starts the summary of a run and settles o.Level.
+func newSummary(o *Options) *Summary {
+	if o.Level == "" {
+		o.Level = LevelData
+	}
+	sum := &Summary{Level: o.Level, Check: "structure"}
 	if o.Manifest != nil {
 		sum.Check = "manifest"
 		sum.Hashes = o.Manifest.Header.Hashed
@@ -203,33 +277,19 @@ func Run(ctx context.Context, s store.Store, o Options, emit func(*Result) error
 			sum.Notes = append(sum.Notes, "the manifest has no content hashes (indexed with --no-hash): every file was read end to end, but contents could only be compared by size and time")
 		}
 	}
-	readBytes := func(n int64) {
-		v.bytes.Add(n)
-		if o.ReadBytes != nil {
-			o.ReadBytes(n)
-		}
+	return sum
+}
+
+func newRun(o Options, sum *Summary, emit func(*Result) error, kind store.Kind) *run {
+	return &run{o: o, sum: sum, emit: emit, kind: kind, linkSeen: map[uint64]linkMeta{},
+		missingDetail: "listed in the manifest, not in the store"}
+}
+
+func (v *run) readBytes(n int64) {
+	v.bytes.Add(n)
+	if v.o.ReadBytes != nil {
+		v.o.ReadBytes(n)
 	}
-	hash := o.Level == LevelData
-	if cv, ok := s.(ChunkVerifier); ok && o.Level == LevelData {
-		if err := v.chunks(ctx, cv); err != nil {
-			return sum, err
-		}
-		// The archive checked its own data; read it again only to
-		// compare content hashes with a manifest.
-		hash = sum.Hashes
-	}
-	if o.Manifest != nil {
-		if err := v.nextRec(); err != nil {
-			return v.finish(err)
-		}
-	}
-	err := manifest.HashWalk(ctx, s, manifest.HashOptions{Threads: o.Threads, Hash: hash, ReadBytes: readBytes}, v.item)
-	if err == nil && o.Manifest != nil {
-		for v.rec != nil && err == nil {
-			err = v.missing()
-		}
-	}
-	return v.finish(err)
 }
 
 type linkMeta struct {
@@ -246,8 +306,15 @@ type run struct {
 	recPath string
 
 	linkSeen map[uint64]linkMeta // multi-link files seen (structure check)
-	bad      map[string]string   // archive paths with damaged chunks
 	bytes    counter
+
+	// Archives: entries found damaged by the archive's own checks (only
+	// damaged ones are kept), and the hard-link groups whose data is
+	// damaged, by link id, with the path that holds the data.
+	bad     map[string]*damage
+	badLink map[uint64]string
+	// missingDetail explains MISSING against a manifest.
+	missingDetail string
 
 	control     []*Result // verdicts on control files, for the catalog line
 	catalogSeen bool      // a catalog.mig exists in the store
@@ -261,33 +328,6 @@ type counter struct {
 
 func (c *counter) Add(n int64) { c.mu.Lock(); c.n += n; c.mu.Unlock() }
 func (c *counter) Load() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
-
-func (v *run) chunks(ctx context.Context, cv ChunkVerifier) error {
-	var mu sync.Mutex
-	v.bad = map[string]string{}
-	err := cv.VerifyAll(ctx, func(path string, chunk int, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if path == "" {
-			v.sum.StoreErrors = append(v.sum.StoreErrors, err.Error())
-			return
-		}
-		if _, dup := v.bad[path]; !dup {
-			if chunk >= 0 {
-				v.bad[path] = fmt.Sprintf("chunk %d: %v", chunk, err)
-			} else {
-				v.bad[path] = err.Error()
-			}
-		}
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		v.sum.StoreErrors = append(v.sum.StoreErrors, err.Error())
-	}
-	return nil
-}
 
 func (v *run) nextRec() error {
 	rec, err := v.o.Manifest.Next()
@@ -328,7 +368,7 @@ func (v *run) report(r *Result) error {
 // missing reports the manifest's current record as MISSING and advances.
 func (v *run) missing() error {
 	r := &Result{StorePath: v.recPath, WinPath: v.rec.WinPath, Type: v.rec.Type, Control: v.rec.Control,
-		Status: Missing, Detail: "listed in the manifest, not in the store"}
+		Status: Missing, Detail: v.missingDetail}
 	if err := v.report(r); err != nil {
 		return err
 	}
@@ -387,7 +427,7 @@ func (v *run) structural(it *manifest.Item) *Result {
 		r.Status, r.Detail = Unreadable, it.WalkErr.Error()
 		return r
 	}
-	if d, bad := v.bad[e.StorePath]; bad {
+	if d, bad := v.archiveDamage(e); bad {
 		r.Status, r.Detail = Corrupted, d
 		return r
 	}
@@ -428,14 +468,20 @@ func (v *run) compare(m *manifest.Record, it *manifest.Item) *Result {
 		return r
 	}
 	switch e.Type {
-	case store.TypeDir:
-		return r // a directory's own mtime follows its children, which are checked one by one
-	case store.TypeSymlink:
-		if e.LinkTarget != m.LinkTarget {
+	case store.TypeDir, store.TypeSymlink, store.TypeOther:
+		if e.Type == store.TypeSymlink && e.LinkTarget != m.LinkTarget {
 			r.Status, r.Detail = Changed, fmt.Sprintf("symlink target was %q, now %q", m.LinkTarget, e.LinkTarget)
+		} else if d, bad := v.archiveDamage(e); bad {
+			// A directory's own mtime follows its children, which are
+			// checked one by one; its archive header can still be damaged.
+			r.Status, r.Detail = Corrupted, d
 		}
 		return r
-	case store.TypeOther:
+	}
+	// The archive's own checks first: a damaged entry's metadata may be
+	// wrong too (and a hard link whose data is lost has no size).
+	if d, bad := v.archiveDamage(e); bad {
+		r.Status, r.Detail = Corrupted, d
 		return r
 	}
 	var diffs []string
@@ -447,10 +493,6 @@ func (v *run) compare(m *manifest.Record, it *manifest.Item) *Result {
 	}
 	if len(diffs) > 0 {
 		r.Status, r.Detail = Changed, strings.Join(diffs, "; ")
-		return r
-	}
-	if d, bad := v.bad[e.StorePath]; bad {
-		r.Status, r.Detail = Corrupted, d
 		return r
 	}
 	if v.o.Level != LevelData {

@@ -38,7 +38,15 @@ func (m *memStore) Walk(ctx context.Context, fn store.WalkFunc) error {
 	}
 	return nil
 }
-func (m *memStore) Stat(p string) (*store.Entry, error)     { return nil, fs.ErrNotExist }
+func (m *memStore) Stat(p string) (*store.Entry, error) {
+	for i := range m.entries {
+		if m.entries[i].StorePath == p {
+			e := m.entries[i]
+			return &e, nil
+		}
+	}
+	return nil, fs.ErrNotExist
+}
 func (m *memStore) ReadDir(p string) ([]store.Entry, error) { return nil, fs.ErrNotExist }
 func (m *memStore) Close() error                            { return nil }
 func (m *memStore) Open(e *store.Entry) (store.File, error) {
@@ -52,23 +60,68 @@ type memFile struct{ *bytes.Reader }
 
 func (memFile) Close() error { return nil }
 
-// archiveStore adds chunk verification.
+// archiveStore adds chunk verification as compress.Archive does: fn is
+// called for every entry's header (chunk -1) and every chunk (two per
+// non-empty file here), in walk order, with err nil when good.
 type archiveStore struct {
 	*memStore
-	bad      map[string]int // path -> damaged chunk
-	tocError error
+	bad       map[string]int // path -> damaged chunk
+	badHeader map[string]bool
+	tocError  error
+	source    store.Kind
 }
 
 func (a *archiveStore) VerifyAll(ctx context.Context, fn func(path string, chunk int, err error)) error {
-	var paths []string
-	for p := range a.bad {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		fn(p, a.bad[p], fmt.Errorf("xxhash64 mismatch: %w", store.ErrCorrupt))
+	for _, e := range a.entries {
+		if e.StorePath == "" {
+			continue
+		}
+		var herr error
+		if a.badHeader[e.StorePath] {
+			herr = fmt.Errorf("header frame at archive offset 7: %w: not a tar header", store.ErrCorrupt)
+		}
+		fn(e.StorePath, -1, herr)
+		if e.Type != store.TypeFile || e.Size == 0 || (e.Nlink > 1 && a.linkNotFirst(&e)) {
+			continue
+		}
+		for k := 0; k < 2; k++ {
+			var err error
+			if c, ok := a.bad[e.StorePath]; ok && c == k {
+				err = fmt.Errorf("chunk %d of 2 (archive offset %d): %w: xxhash64 mismatch", k, 100+k, store.ErrCorrupt)
+			}
+			fn(e.StorePath, k, err)
+		}
 	}
 	return a.tocError
+}
+
+// linkNotFirst: a later name of a hard-link group holds no chunks.
+func (a *archiveStore) linkNotFirst(e *store.Entry) bool {
+	for _, o := range a.entries {
+		if o.LinkID == e.LinkID {
+			return o.StorePath != e.StorePath
+		}
+	}
+	return false
+}
+
+func (a *archiveStore) SourceKind() store.Kind { return a.source }
+
+// headerArchive also checks header frames alone.
+type headerArchive struct{ *archiveStore }
+
+func (h headerArchive) VerifyHeaders(ctx context.Context, fn func(path string, err error)) error {
+	for _, e := range h.entries {
+		if e.StorePath == "" {
+			continue
+		}
+		var err error
+		if h.badHeader[e.StorePath] {
+			err = fmt.Errorf("header frame at archive offset 7: %w: not a tar header", store.ErrCorrupt)
+		}
+		fn(e.StorePath, err)
+	}
+	return nil
 }
 
 func newMem(kind store.Kind, files map[string]string) *memStore {
@@ -126,7 +179,7 @@ func collect(t *testing.T, s store.Store, o Options) (map[string]*Result, *Summa
 	return got, sum, err
 }
 
-func TestStructuralLinkGroups(t *testing.T) {
+func TestVerifyStructuralLinkGroups(t *testing.T) {
 	m := newMem(store.KindUSMTDir, usmtFiles)
 	// one.txt and two.txt claim to be one hard-link group but disagree.
 	a, b := m.entry("USMT/File/C$/Users/a/one.txt"), m.entry("USMT/File/C$/Users/a/two.txt")
@@ -148,7 +201,7 @@ func TestStructuralLinkGroups(t *testing.T) {
 	}
 }
 
-func TestStructuralCatalogMissingAndUnreadable(t *testing.T) {
+func TestVerifyStructuralCatalogMissingAndUnreadable(t *testing.T) {
 	files := map[string]string{}
 	for k, v := range usmtFiles {
 		if k != "USMT/catalog.mig" {
@@ -172,33 +225,115 @@ func TestStructuralCatalogMissingAndUnreadable(t *testing.T) {
 	}
 }
 
-func TestArchiveChunkVerifier(t *testing.T) {
-	m := newMem(store.KindArchive, usmtFiles)
-	a := &archiveStore{memStore: m, bad: map[string]int{"USMT/File/C$/Users/a/two.txt": 3}}
+func TestVerifyArchiveChunkVerifier(t *testing.T) {
+	m := newArchiveMem(store.KindUSMTDir, usmtFiles)
+	a := &archiveStore{memStore: m, source: store.KindUSMTDir, bad: map[string]int{"USMT/File/C$/Users/a/two.txt": 1}}
 	got, sum, err := collect(t, a, Options{Level: LevelData})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := got["USMT/File/C$/Users/a/two.txt"]
-	if r.Status != Corrupted || !strings.Contains(r.Detail, "chunk 3") {
+	if r.Status != Corrupted || !strings.Contains(r.Detail, "chunk 1 of 2") || r.WinPath != `C:\Users\a\two.txt` {
 		t.Errorf("two.txt %+v", r)
 	}
-	if sum.Corrupt != 1 || sum.OKCount != 3 || sum.Bytes != 0 {
-		t.Errorf("summary %+v (the archive checked its own data: nothing read again)", sum)
+	if len(notOK(got)) != 1 || sum.Corrupt != 1 || sum.OKCount != 3 || sum.Catalog != OK || !sum.ChunksChecked || !sum.HeadersChecked {
+		t.Errorf("got %v, summary %+v", got, sum)
+	}
+	// The bytes checked are the files' logical sizes; nothing is read again.
+	if sum.Bytes != int64(len("catalog")+len("one")+len("two")+len("xxxx")) {
+		t.Errorf("bytes %d", sum.Bytes)
 	}
 	// Archive-level damage is reported and counts as a problem.
-	a.tocError = errors.New("TOC checksum mismatch; salvaged 4 entries")
+	a.tocError = errors.New("reading the archive: input/output error")
 	a.bad = nil
 	_, sum, err = collect(t, a, Options{Level: LevelData})
-	if err != nil || len(sum.StoreErrors) != 1 || sum.Problems() != 1 {
+	if err != nil || len(sum.StoreErrors) != 1 || sum.Problems() != 1 || !strings.Contains(sum.StoreErrors[0], "every file was read instead") {
 		t.Errorf("toc damage: %v %+v", err, sum)
 	}
 	// Structure level does not run the chunk check.
 	a.bad = map[string]int{"USMT/File/C$/Users/a/two.txt": 0}
 	a.tocError = nil
 	_, sum, _ = collect(t, a, Options{Level: LevelStructure})
-	if sum.Problems() != 0 {
+	if sum.Problems() != 0 || sum.ChunksChecked {
 		t.Errorf("structure level ran chunk checks: %+v", sum)
+	}
+	// A damaged header frame names its entry, directories included.
+	a.bad = nil
+	a.badHeader = map[string]bool{"USMT/File/C$/Users/b": true, "USMT/catalog.mig": true}
+	got, sum, _ = collect(t, a, Options{Level: LevelData})
+	if len(notOK(got)) != 2 || got["USMT/File/C$/Users/b"].Status != Corrupted || got["USMT/catalog.mig"].Status != Corrupted ||
+		sum.Catalog != Corrupted || sum.Corrupt != 2 || sum.Files != 5 {
+		t.Errorf("headers: %v %+v", got, sum)
+	}
+	// Missing catalog in an archive of a USMT store.
+	a.badHeader = nil
+	m2 := newArchiveMem(store.KindUSMTDir, map[string]string{"USMT/File/C$/x": "x"})
+	_, sum, _ = collect(t, &archiveStore{memStore: m2, source: store.KindUSMTDir}, Options{Level: LevelData})
+	if sum.Catalog != Missing {
+		t.Errorf("archive of a USMT store without catalog.mig: %+v", sum)
+	}
+	_, sum, _ = collect(t, &archiveStore{memStore: m2, source: store.KindPlain}, Options{Level: LevelData})
+	if sum.Catalog != CatalogNone {
+		t.Errorf("archive of a plain tree: %+v", sum)
+	}
+}
+
+// newArchiveMem is an archive of a store of kind source.
+func newArchiveMem(source store.Kind, files map[string]string) *memStore {
+	m := newMem(source, files)
+	m.kind = store.KindArchive
+	return m
+}
+
+func notOK(got map[string]*Result) map[string]*Result {
+	bad := map[string]*Result{}
+	for p, r := range got {
+		if r.Status != OK {
+			bad[p] = r
+		}
+	}
+	return bad
+}
+
+// A damaged chunk of a hard-link group damages every name of the group;
+// a damaged header only its own entry.
+func TestVerifyArchiveHardLinkDamage(t *testing.T) {
+	m := newArchiveMem(store.KindPlain, map[string]string{"d/a": "data", "d/b": "data", "d/c": "other"})
+	for _, p := range []string{"d/a", "d/b"} {
+		e := m.entry(p)
+		e.LinkID, e.Nlink = 42, 2
+	}
+	a := &archiveStore{memStore: m, source: store.KindPlain, bad: map[string]int{"d/a": 0}}
+	got, sum, _ := collect(t, a, Options{Level: LevelData})
+	if got["d/a"].Status != Corrupted || got["d/b"].Status != Corrupted || !strings.Contains(got["d/b"].Detail, "a hard link to d/a") ||
+		len(notOK(got)) != 2 || sum.Corrupt != 2 {
+		t.Errorf("%v %+v", got, sum)
+	}
+	a.bad, a.badHeader = nil, map[string]bool{"d/a": true}
+	got, _, _ = collect(t, a, Options{Level: LevelData})
+	if got["d/a"].Status != Corrupted || len(notOK(got)) != 1 {
+		t.Errorf("header damage spread to the group: %v", got)
+	}
+}
+
+// With a HeaderVerifier, the structure level checks the header frames;
+// at the data level against a hashed manifest the headers are checked
+// alone and the chunks by reading every file back (not decoded twice).
+func TestVerifyArchiveHeaderVerifier(t *testing.T) {
+	m := newArchiveMem(store.KindUSMTDir, usmtFiles)
+	a := &archiveStore{memStore: m, source: store.KindUSMTDir, badHeader: map[string]bool{"USMT/File/C$/Users/a/one.txt": true}}
+	h := headerArchive{a}
+	got, sum, _ := collect(t, h, Options{Level: LevelStructure})
+	if got["USMT/File/C$/Users/a/one.txt"].Status != Corrupted || !sum.HeadersChecked || sum.ChunksChecked || sum.Bytes != 0 {
+		t.Errorf("%v %+v", got, sum)
+	}
+	mp := writeManifestOf(t, m, true)
+	a.badHeader = nil
+	a.bad = map[string]int{"USMT/File/C$/Users/b/x.bin": 0} // VerifyAll would see it; reads do not
+	m.data["USMT/File/C$/Users/a/two.txt"] = []byte("TWO")
+	got, sum, _ = collect(t, h, Options{Level: LevelData, Manifest: openManifest(t, mp)})
+	if len(notOK(got)) != 1 || got["USMT/File/C$/Users/a/two.txt"].Status != Corrupted || !sum.HeadersChecked || !sum.ChunksChecked {
+		t.Errorf("%v %+v", got, sum)
 	}
 }
 
@@ -246,7 +381,7 @@ func openManifest(t *testing.T, p string) *manifest.Reader {
 	return r
 }
 
-func TestManifestStatuses(t *testing.T) {
+func TestVerifyManifestStatuses(t *testing.T) {
 	m := newMem(store.KindUSMTDir, usmtFiles)
 	m.readErr["USMT/File/C$/Users/b/x.bin"] = errors.New("boom")
 	mp := writeManifestOf(t, m, true) // x.bin recorded with an error
@@ -282,7 +417,7 @@ func TestManifestStatuses(t *testing.T) {
 	}
 }
 
-func TestManifestMissingExtraOrder(t *testing.T) {
+func TestVerifyManifestMissingExtraOrder(t *testing.T) {
 	m := newMem(store.KindPlain, map[string]string{"a/x": "1", "a-b": "2", "c/d/e": "3", "z": "4"})
 	mp := writeManifestOf(t, m, true)
 	// Remove directory c (with its children) and z; add a/y and b.
@@ -304,7 +439,7 @@ func TestManifestMissingExtraOrder(t *testing.T) {
 	}
 }
 
-func TestCancelledRun(t *testing.T) {
+func TestVerifyCancelledRun(t *testing.T) {
 	files := map[string]string{}
 	for i := 0; i < 500; i++ {
 		files[fmt.Sprintf("USMT/File/C$/f%03d", i)] = "data"
@@ -324,7 +459,7 @@ func TestCancelledRun(t *testing.T) {
 	}
 }
 
-func TestManifestNoHashes(t *testing.T) {
+func TestVerifyManifestNoHashes(t *testing.T) {
 	m := newMem(store.KindUSMTDir, usmtFiles)
 	mp := writeManifestOf(t, m, false)
 	m.data["USMT/File/C$/Users/a/one.txt"] = []byte("0ne")
@@ -334,7 +469,7 @@ func TestManifestNoHashes(t *testing.T) {
 	}
 }
 
-func TestRealTreeReplacedByDir(t *testing.T) {
+func TestVerifyRealTreeReplacedByDir(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "a"), 0o755)
 	os.WriteFile(filepath.Join(dir, "a/f"), []byte("x"), 0o644)

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -25,8 +27,12 @@ import (
 // ArchiveVersion is Info.Version of an opened archive.
 const ArchiveVersion = "usmtkit archive v1"
 
-// DefaultCacheBytes bounds the decoded chunks an Archive keeps.
-const DefaultCacheBytes = 64 << 20
+// DefaultCacheBytes bounds the decoded chunks an Archive keeps: room for
+// the chunk a sequential reader is in and a few more (4 MiB each by
+// default). A FUSE mount gives what random reads decode to the kernel's
+// page cache, which serves later reads better than a bigger cache would
+// (docs/mount.md, Speed).
+const DefaultCacheBytes = 16 << 20
 
 func init() {
 	store.RegisterFileKind(store.FileKind{
@@ -483,6 +489,7 @@ func (a *Archive) Open(e *store.Entry) (store.File, error) {
 	g := a.t.linkTarget(i)
 	first, n := a.t.chunkRange(g)
 	f := &archiveFile{a: a, path: e.StorePath, idx: g, first: first, size: a.t.size(g)}
+	f.next.Store(math.MinInt64 / 2) // no read yet: only offset 0 starts a walk
 	f.ends = make([]int64, n)
 	var end int64
 	for k := uint32(0); k < n; k++ {
@@ -500,14 +507,37 @@ type archiveFile struct {
 	first uint32
 	size  int64
 	ends  []int64 // ends[k] = file offset just past chunk k
+	// next is where the last read ended: a read starting near it is part
+	// of a sequential walk (see ReadAtFresh).
+	next atomic.Int64
 }
 
 func (f *archiveFile) Size() int64  { return f.size }
 func (f *archiveFile) Close() error { return nil }
 
+// seqSlack is how far from the end of the previous read a read may start
+// and still count as sequential: the kernel's readahead sends requests of
+// up to 1 MiB, sometimes out of order.
+const seqSlack = 1 << 20
+
 // ReadAt serves any byte range: a binary search finds the first chunk, and
-// each chunk comes from the cache or is decoded and verified.
+// each chunk comes from the cache or is decoded (see ReadAtFresh).
 func (f *archiveFile) ReadAt(p []byte, off int64) (int, error) {
+	return f.ReadAtFresh(p, off, nil)
+}
+
+// ReadAtFresh is ReadAt that also hands fresh, when it is not nil, the
+// spans of the file a random read had to decode and that were not decoded
+// before (cache hits are not reported, nor are the chunks of a sequential
+// walk, whose next bytes the reader will ask for anyway): the span's file
+// offset and its bytes, which are never modified afterwards and may be
+// kept. The FUSE adapter gives them to the kernel's page cache.
+//
+// A read that continues a sequential walk (or starts at offset 0) decodes
+// and verifies whole chunks. Any other read decodes a chunk only up to the end of the
+// read (partial decode, docs/mount.md): the chunk's xxhash64 and zstd
+// checksum are checked once a later read completes the chunk.
+func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, data []byte)) (int, error) {
 	if off < 0 {
 		return 0, &store.PathError{Op: "reading", Path: f.path, Err: errors.New("negative offset")}
 	}
@@ -517,24 +547,37 @@ func (f *archiveFile) ReadAt(p []byte, off int64) (int, error) {
 	if f.a.t.flags(f.idx)&entIncomplete != 0 {
 		return 0, &store.PathError{Op: "reading", Path: f.path, Err: fmt.Errorf("%w: the source could not be read completely when the archive was written; the archive holds zeros", store.ErrCorrupt)}
 	}
+	end := min(off+int64(len(p)), f.size)
+	// Note where this read ends before decoding: the kernel sends the next
+	// readahead request before this one is answered.
+	prev := f.next.Swap(end)
+	seq := off == 0 || (off >= prev-seqSlack && off <= prev+seqSlack)
 	k := searchEnds(f.ends, off)
 	n := 0
 	for n < len(p) && k < len(f.ends) {
-		data, err := f.a.chunkData(f.path, f.idx, f.first, uint32(k), uint32(len(f.ends)), f.size)
+		start := f.chunkStart(k)
+		need := int(min(end, f.ends[k]) - start)
+		data, from, err := f.a.chunkData(f, uint32(k), need, seq)
 		if err != nil {
 			return n, err
 		}
-		start := int64(0)
-		if k > 0 {
-			start = f.ends[k-1]
+		if from >= 0 && from < len(data) && fresh != nil && !seq {
+			fresh(start+int64(from), data[from:])
 		}
-		n += copy(p[n:], data[off+int64(n)-start:])
+		n += copy(p[n:], data[off+int64(n)-start:need])
 		k++
 	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+func (f *archiveFile) chunkStart(k int) int64 {
+	if k == 0 {
+		return 0
+	}
+	return f.ends[k-1]
 }
 
 // searchEnds returns the chunk holding offset off.
@@ -551,38 +594,80 @@ func searchEnds(ends []int64, off int64) int {
 	return lo
 }
 
-// chunkData returns the logical bytes of chunk k of a file, from the cache
-// or decoded and verified.
-func (a *Archive) chunkData(path string, idx, first, k, n uint32, size int64) ([]byte, error) {
-	c := first + k
-	return a.cache.get(c, func() ([]byte, error) {
-		data, err := a.decodeChunk(c, k == n-1, size)
-		if err != nil {
-			ch := a.t.chunk(c)
-			return nil, &store.PathError{Op: "reading", Path: path,
-				Err: fmt.Errorf("chunk %d of %d (archive offset %d): %w", k, n, ch.off, err)}
+// chunkData returns at least the first need logical bytes of chunk k of a
+// file, from the cache or decoded (the whole chunk, verified, when full is
+// set or need covers it). from is -1 when nothing was decoded, else where
+// the bytes not decoded before start (0 when the cache knew nothing of the
+// chunk). A chunk found damaged stays damaged: every later read of it
+// fails the same way.
+func (a *Archive) chunkData(f *archiveFile, k uint32, need int, full bool) (data []byte, from int, err error) {
+	c := f.first + k
+	n := uint32(len(f.ends))
+	cc := a.cache
+	ent, err := cc.entry(c, int64(a.t.chunk(c).uSize))
+	if err != nil {
+		return nil, -1, f.chunkError(k, err)
+	}
+	ent.mu.Lock()
+	defer ent.mu.Unlock()
+	if ent.err != nil {
+		return nil, -1, f.chunkError(k, ent.err)
+	}
+	if len(ent.data) >= need && (ent.done || !full) {
+		return ent.data, -1, nil
+	}
+	data, done, err := a.decodeRange(c, k == n-1, f.size, need, full)
+	if err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			ent.err = err
+			cc.damaged(c, ent, err)
 		}
-		return data, nil
-	})
+		return nil, -1, f.chunkError(k, err)
+	}
+	from = len(ent.data)
+	ent.data, ent.done = data, done
+	return data, from, nil
+}
+
+func (f *archiveFile) chunkError(k uint32, err error) error {
+	ch := f.a.t.chunk(f.first + k)
+	return &store.PathError{Op: "reading", Path: f.path,
+		Err: fmt.Errorf("chunk %d of %d (archive offset %d): %w", k, len(f.ends), ch.off, err)}
 }
 
 // framePool holds buffers for compressed frames read from the archive; the
 // decoded data is allocated fresh because the cache keeps it.
 var framePool = sync.Pool{New: func() any { return new([]byte) }}
 
-// decodeChunk reads, decodes and verifies one chunk frame. The error wraps
-// store.ErrCorrupt when the data is damaged.
-func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, error) {
+// readFrame reads the first n bytes of chunk c's frame into a pooled
+// buffer; put it back with framePool.Put(bp).
+func (a *Archive) readFrame(c uint32, n uint32) (bp *[]byte, frame []byte, err error) {
 	ch := a.t.chunk(c)
-	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
+	bp = framePool.Get().(*[]byte)
 	if cap(*bp) < int(ch.cSize) {
 		*bp = make([]byte, ch.cSize)
 	}
-	frame := (*bp)[:ch.cSize]
+	frame = (*bp)[:n]
 	if _, err := a.f.ReadAt(frame, int64(ch.off)); err != nil {
-		return nil, fmt.Errorf("reading the archive: %w", err)
+		framePool.Put(bp)
+		return nil, nil, fmt.Errorf("reading the archive: %w", err)
 	}
+	if len(frame) < 4 || binary.LittleEndian.Uint32(frame) != zstdMagic {
+		framePool.Put(bp)
+		return nil, nil, fmt.Errorf("%w: no zstd frame at the recorded offset", store.ErrCorrupt)
+	}
+	return bp, frame, nil
+}
+
+// decodeChunk reads, decodes and verifies one whole chunk frame. The error
+// wraps store.ErrCorrupt when the data is damaged.
+func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, error) {
+	ch := a.t.chunk(c)
+	bp, frame, err := a.readFrame(c, ch.cSize)
+	if err != nil {
+		return nil, err
+	}
+	defer framePool.Put(bp)
 	want := int(ch.uSize)
 	if last {
 		want += int(tarPad(fileSize))
@@ -590,9 +675,6 @@ func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, erro
 	dec, err := chunkDecoder()
 	if err != nil {
 		return nil, err
-	}
-	if len(frame) < 4 || binary.LittleEndian.Uint32(frame) != zstdMagic {
-		return nil, fmt.Errorf("%w: no zstd frame at the recorded offset", store.ErrCorrupt)
 	}
 	data, err := dec.DecodeAll(frame, make([]byte, 0, want))
 	if err != nil {
@@ -606,6 +688,136 @@ func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, erro
 		return nil, fmt.Errorf("%w: xxhash64 mismatch", store.ErrCorrupt)
 	}
 	return data, nil
+}
+
+// zstd frame layout used by partial decoding (RFC 8878 §3.1.1.2).
+const (
+	zstdBlockHeader   = 3
+	zstdMaxBlockSize  = 128 << 10 // Block_Maximum_Size: no block decodes to more
+	zstdBlockRaw      = 0
+	zstdBlockRLE      = 1
+	zstdBlockReserved = 3
+)
+
+// decodeRange decodes chunk c: whole and verified (done) when full is set
+// or need covers the chunk; otherwise only the zstd blocks that hold its
+// first need bytes.
+//
+// A partial decode reads the frame's block headers, keeps the blocks
+// that cover need bytes (a block decodes to at most 128 KiB), marks the
+// last kept block as the frame's last and decodes that shortened frame:
+// every kept block is decoded and checked by the zstd decoder (block
+// types and sizes, entropy tables and bitstreams, match offsets inside
+// the window, output sizes), and the decoder then reports that the frame
+// is shorter than its header says, which is the expected outcome. What a
+// partial decode cannot check is the frame checksum and the chunk's
+// xxhash64, which cover the whole chunk: bytes stored raw (incompressible
+// data) or as raw literals are returned unchecked. They are checked, and
+// the chunk reported damaged for good, when a read completes the chunk.
+func (a *Archive) decodeRange(c uint32, last bool, fileSize int64, need int, full bool) ([]byte, bool, error) {
+	ch := a.t.chunk(c)
+	if full || need >= int(ch.uSize) {
+		data, err := a.decodeChunk(c, last, fileSize)
+		return data, err == nil, err
+	}
+	want := int(ch.uSize)
+	if last {
+		want += int(tarPad(fileSize))
+	}
+	// Read about as much of the frame as the data needed, with a margin;
+	// all of it when the blocks turn out to be less dense.
+	n := min(ch.cSize, uint32(uint64(ch.cSize)*uint64(need)/uint64(ch.uSize))+ch.cSize/16+64<<10)
+	bp, frame, err := a.readFrame(c, n)
+	if err != nil {
+		return nil, false, err
+	}
+	defer framePool.Put(bp)
+	cut, err := cutFrame(frame, need, want)
+	if err == errNeedMore && n < ch.cSize {
+		if _, err := a.f.ReadAt((*bp)[n:ch.cSize], int64(ch.off)+int64(n)); err != nil {
+			return nil, false, fmt.Errorf("reading the archive: %w", err)
+		}
+		frame = (*bp)[:ch.cSize]
+		cut, err = cutFrame(frame, need, want)
+	}
+	if err == errWholeFrame {
+		data, err := a.decodeChunk(c, last, fileSize)
+		return data, err == nil, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+	}
+	dec, err := chunkDecoder()
+	if err != nil {
+		return nil, false, err
+	}
+	data, err := dec.DecodeAll(frame[:cut], make([]byte, 0, want))
+	if !errors.Is(err, zstd.ErrFrameSizeMismatch) {
+		if err == nil {
+			err = errors.New("the frame ends early")
+		}
+		return nil, false, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+	}
+	if len(data) < need {
+		// Blocks smaller than the format's maximum: decode it all.
+		data, err := a.decodeChunk(c, last, fileSize)
+		return data, err == nil, err
+	}
+	return data[:min(len(data), int(ch.uSize))], false, nil
+}
+
+var (
+	errNeedMore   = errors.New("the frame's block headers run past the bytes read")
+	errWholeFrame = errors.New("the needed blocks are the whole frame")
+)
+
+// cutFrame finds the end of the first blocks of a zstd frame that decode
+// to at least need bytes, and marks the last of them as the frame's last
+// block (in frame, which the caller owns). want is the chunk's size with
+// its tar padding: the frame header must say so.
+func cutFrame(frame []byte, need, want int) (int, error) {
+	var h zstd.Header
+	if err := h.Decode(frame); err != nil {
+		return 0, err
+	}
+	if h.Skippable || !h.HasFCS || h.FrameContentSize != uint64(want) || h.HeaderSize <= 0 {
+		return 0, fmt.Errorf("the frame header says %d bytes, the TOC %d", h.FrameContentSize, want)
+	}
+	pos, out := h.HeaderSize, 0
+	for {
+		if pos+zstdBlockHeader > len(frame) {
+			return 0, errNeedMore
+		}
+		hdr := pos
+		bh := uint32(frame[pos]) | uint32(frame[pos+1])<<8 | uint32(frame[pos+2])<<16
+		typ, size := (bh>>1)&3, int(bh>>3)
+		body := size
+		switch typ {
+		case zstdBlockRLE:
+			body = 1
+		case zstdBlockReserved:
+			return 0, errors.New("reserved block type")
+		}
+		if size > zstdMaxBlockSize {
+			return 0, fmt.Errorf("block of %d bytes", size)
+		}
+		pos += zstdBlockHeader + body
+		if pos > len(frame) {
+			return 0, errNeedMore
+		}
+		if bh&1 != 0 {
+			return 0, errWholeFrame
+		}
+		if typ == zstdBlockRaw || typ == zstdBlockRLE {
+			out += size
+		} else {
+			out += zstdMaxBlockSize
+		}
+		if out >= need {
+			frame[hdr] |= 1 // Last_Block
+			return pos, nil
+		}
+	}
 }
 
 // VerifyAll checks every header frame (it decodes, its checksum holds and it
@@ -719,69 +931,81 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// chunkCache is an LRU of decoded chunks bounded in bytes. Concurrent
-// misses on one chunk decode it once.
+// chunkCache is an LRU of decoded chunks, whole or a prefix, bounded in
+// bytes (an entry counts its whole chunk from the start). Readers of one
+// chunk take turns on the entry's lock, so a chunk is decoded once at a
+// time and a later read that needs more of it decodes further. Chunks
+// found damaged are remembered (not counted: a few bytes each).
 type chunkCache struct {
 	max int64
 
-	mu       sync.Mutex
-	used     int64
-	lru      *list.List // of *cacheEnt, front = most recent
-	ents     map[uint32]*list.Element
-	inflight map[uint32]*cacheCall
+	mu   sync.Mutex
+	used int64
+	lru  *list.List // of *cacheEnt, front = most recent
+	ents map[uint32]*list.Element
+	bad  map[uint32]error
 }
 
 type cacheEnt struct {
 	c    uint32
-	data []byte
-}
+	cost int64
 
-type cacheCall struct {
-	done chan struct{}
-	data []byte
-	err  error
+	mu   sync.Mutex // held while decoding
+	data []byte     // decoded bytes: the whole chunk when done, else a prefix
+	done bool       // the whole chunk, verified
+	err  error      // damage found
 }
 
 func newChunkCache(max int64) *chunkCache {
-	return &chunkCache{max: max, lru: list.New(), ents: map[uint32]*list.Element{}, inflight: map[uint32]*cacheCall{}}
+	return &chunkCache{max: max, lru: list.New(), ents: map[uint32]*list.Element{}, bad: map[uint32]error{}}
 }
 
-func (cc *chunkCache) get(c uint32, load func() ([]byte, error)) ([]byte, error) {
-	if cc.max < 0 {
-		return load()
-	}
+// entry returns chunk c's entry, new or cached, and marks it recent; an
+// entry that does not fit (or no cache) is returned without being kept.
+// It fails with the damage already found in the chunk.
+func (cc *chunkCache) entry(c uint32, cost int64) (*cacheEnt, error) {
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if err := cc.bad[c]; err != nil {
+		return nil, err
+	}
 	if el, ok := cc.ents[c]; ok {
 		cc.lru.MoveToFront(el)
-		data := el.Value.(*cacheEnt).data
-		cc.mu.Unlock()
-		return data, nil
+		return el.Value.(*cacheEnt), nil
 	}
-	if call, ok := cc.inflight[c]; ok {
-		cc.mu.Unlock()
-		<-call.done
-		return call.data, call.err
+	ent := &cacheEnt{c: c, cost: cost}
+	if cc.max < 0 || cost > cc.max {
+		return ent, nil
 	}
-	call := &cacheCall{done: make(chan struct{})}
-	cc.inflight[c] = call
-	cc.mu.Unlock()
+	cc.ents[c] = cc.lru.PushFront(ent)
+	cc.used += cost
+	for cc.used > cc.max {
+		cc.remove(cc.lru.Back())
+	}
+	return ent, nil
+}
 
-	call.data, call.err = load()
+func (cc *chunkCache) remove(el *list.Element) {
+	ent := el.Value.(*cacheEnt)
+	cc.lru.Remove(el)
+	delete(cc.ents, ent.c)
+	cc.used -= ent.cost
+}
 
+// has reports whether chunk c is cached (whole or in part).
+func (cc *chunkCache) has(c uint32) bool {
 	cc.mu.Lock()
-	delete(cc.inflight, c)
-	if call.err == nil && int64(len(call.data)) <= cc.max {
-		cc.ents[c] = cc.lru.PushFront(&cacheEnt{c: c, data: call.data})
-		cc.used += int64(len(call.data))
-		for cc.used > cc.max {
-			el := cc.lru.Back()
-			ent := el.Value.(*cacheEnt)
-			cc.lru.Remove(el)
-			delete(cc.ents, ent.c)
-			cc.used -= int64(len(ent.data))
-		}
+	defer cc.mu.Unlock()
+	_, ok := cc.ents[c]
+	return ok
+}
+
+// damaged records that chunk c is damaged and drops its entry.
+func (cc *chunkCache) damaged(c uint32, ent *cacheEnt, err error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.bad[c] = err
+	if el, ok := cc.ents[c]; ok && el.Value.(*cacheEnt) == ent {
+		cc.remove(el)
 	}
-	cc.mu.Unlock()
-	close(call.done)
-	return call.data, call.err
 }

@@ -168,11 +168,12 @@ type job struct {
 	ent  *tocEntry
 	idx  uint32 // expected add-order index (jobEntry), consistency check
 	// chunk bookkeeping
-	uSize uint32
-	sum   uint64
-	flag  uint8
-	last  bool // the last chunk of a file: count it in progress
-	hole  bool // a full chunk inside a hole of a sparse file: zeros, not read
+	uSize    uint32
+	sum      uint64 // XXH64 of the logical bytes (TOC)
+	frameSum uint64 // XXH64 of in, the logical bytes and the tar padding
+	flag     uint8
+	last     bool // the last chunk of a file: count it in progress
+	hole     bool // a full chunk inside a hole of a sparse file: zeros, not read
 }
 
 type chunkBuf struct {
@@ -186,7 +187,8 @@ type writer struct {
 	src       store.Store
 	opts      WriteOptions
 	chunkSize int
-	enc       *zstd.Encoder
+	enc       *zstd.Encoder // headers, EOA, TOC: frames with checksum
+	chunkEnc  *zstd.Encoder // data chunks, through appendChunkFrame
 	res       *WriteResult
 
 	work    chan *job
@@ -203,6 +205,7 @@ type writer struct {
 	zeroXXH     uint64
 
 	// producer state (the Walk callback goroutine)
+	digest  xxhash.Digest
 	count   uint32 // entries submitted and not aborted
 	stack   []dirRef
 	links   map[uint64]linkRef
@@ -276,11 +279,11 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 		}
 		w.canRewind = true
 	}
+	// One encoder for the walk goroutine's header frames (and the EOA and
+	// TOC), so they never wait behind a chunk; one per worker for chunks.
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(opts.Level.zstd()),
-		// One more than the workers: header frames are encoded by the walk
-		// goroutine and should not wait behind a chunk.
-		zstd.WithEncoderConcurrency(opts.Threads+1),
+		zstd.WithEncoderConcurrency(1),
 		zstd.WithEncoderCRC(true),
 		zstd.WithZeroFrames(true))
 	if err != nil {
@@ -288,7 +291,11 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 	}
 	w.enc = enc
 	defer enc.Close()
-	w.bw = bufio.NewWriterSize(out, 1<<20)
+	if w.chunkEnc, err = newChunkEncoder(opts.Level, opts.Threads); err != nil {
+		return nil, fmt.Errorf("starting the zstd encoder: %w", err)
+	}
+	defer w.chunkEnc.Close()
+	w.bw = bufio.NewWriterSize(out, outBufSize)
 
 	var wg sync.WaitGroup
 	for range opts.Threads {
@@ -301,7 +308,7 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 					// always encodes to the same frame, so encode it once.
 					j.out = append(j.out[:0], w.zeroFrame()...)
 				} else {
-					j.out = w.enc.EncodeAll(j.in, j.out[:0])
+					j.out = appendChunkFrame(w.chunkEnc, j.out[:0], j.in, j.frameSum)
 				}
 				close(j.done)
 			}
@@ -350,7 +357,7 @@ var errSinkFailed = errors.New("archive output failed")
 
 // zeroFrame is the encoding of one all-zero chunk.
 func (w *writer) zeroFrame() []byte {
-	w.zeroOnce.Do(func() { w.zeroEnc = w.enc.EncodeAll(make([]byte, w.chunkSize), nil) })
+	w.zeroOnce.Do(func() { w.zeroEnc = appendChunkFrame(w.chunkEnc, nil, make([]byte, w.chunkSize), w.zeroSum()) })
 	return w.zeroEnc
 }
 
@@ -419,7 +426,9 @@ func (w *writer) getBuf() (*chunkBuf, error) {
 	}
 	if w.nbufs < w.maxBufs {
 		w.nbufs++
-		return &chunkBuf{in: make([]byte, w.chunkSize+511)}, nil
+		// The output buffer is allocated at its bound once: grown by
+		// append it would be reallocated and copied again and again.
+		return &chunkBuf{in: make([]byte, w.chunkSize+511), out: make([]byte, 0, chunkFrameBound(w.chunkEnc, w.chunkSize+511))}, nil
 	}
 	select {
 	case b := <-w.free:
@@ -694,6 +703,7 @@ func (w *writer) addData(e *store.Entry, f store.File) (changed error, err error
 	size := e.Size
 	var readErr error
 	holes := w.sparseFd(f, size)
+	readAhead(f, size)
 	for off := int64(0); off < size; {
 		if err := w.ctx.Err(); err != nil {
 			return nil, err
@@ -741,12 +751,19 @@ func (w *writer) addData(e *store.Entry, f store.File) (changed error, err error
 			return errUnreadable, w.submit(&job{kind: jobAbort})
 		}
 		last := off+n == size
-		j := &job{kind: jobChunk, buf: b, uSize: uint32(n), sum: xxhash.Sum64(in), last: last, done: make(chan struct{}), out: b.out}
+		// One XXH64 pass gives both the TOC sum (the logical bytes) and the
+		// frame checksum (with the tar padding), which the chunk encoder
+		// leaves to us.
+		w.digest.Reset()
+		w.digest.Write(in)
+		j := &job{kind: jobChunk, buf: b, uSize: uint32(n), sum: w.digest.Sum64(), last: last, done: make(chan struct{}), out: b.out}
 		if last {
 			pad := tarPad(size)
 			clear(b.in[n : n+pad])
+			w.digest.Write(b.in[n : n+pad])
 			in = b.in[:n+pad]
 		}
+		j.frameSum = w.digest.Sum64()
 		j.in = in
 		select {
 		case w.work <- j:

@@ -11,6 +11,11 @@
 # Environment: WORK (scratch folder, default /tmp/usmtkit-bench-compress;
 # kept between runs so the store is generated once), LEVEL, CHUNK, THREADS
 # (passed to usmtkit compress as --level/--chunk-size/--threads when set),
+# RUNS (default 3: the tools run in alternation RUNS times and the table
+# shows the median of each column; this VM is noisy), SQUASHFS=0 (skip
+# mksquashfs, which takes ~30x longer), TOC=0 (skip the TOC load test),
+# BASELINE (another usmtkit binary, e.g. an older build, measured in the
+# same alternation for an A/B comparison),
 # MANY (if set, e.g. MANY=1000000, also build a real store of that many
 # files, compress it and time loading its TOC; slow to generate).
 set -euo pipefail
@@ -72,32 +77,53 @@ measure() {
 	M_SIZE=$(stat -c %s "$file" 2>/dev/null || echo 0)
 }
 
+RUNS=${RUNS:-3}
 declare -A WALL CPU RSS OSIZE
+# run_tool KEY FILE CMD...: one more measurement of KEY.
 run_tool() {
 	local key=$1 file=$2
 	shift 2
 	measure "$key" "$file" "$@"
-	WALL[$key]=$M_WALL CPU[$key]=$M_CPU RSS[$key]=$M_RSS OSIZE[$key]=$M_SIZE
+	WALL[$key]+="$M_WALL " CPU[$key]+="$M_CPU " RSS[$key]+="$M_RSS " OSIZE[$key]+="$M_SIZE "
+}
+# median LIST: the median of whitespace-separated numbers.
+median() {
+	tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 echo
-echo "== profile store: $nfiles files, $bytes bytes ($store), page cache warm, $(nproc) vCPU"
-if [ "$WHO" = "usmtkit compress" ]; then
-	run_tool usmtkit "$out/u.tar.zst" "\"$U\" compress ${flags[*]} \"$store\" -o \"$out/u.tar.zst\""
-else
-	run_tool usmtkit "$out/u.tar.zst" "\"$WORK/bin/benchtool\" compress ${bflags[*]:-} -o \"$out/u.tar.zst\" \"$store\""
+echo "== profile store: $nfiles files, $bytes bytes ($store), page cache warm, $(nproc) vCPU, $RUNS alternating runs, medians"
+keys=(usmtkit tarzstd tarzstdsync)
+[ -n "${BASELINE:-}" ] && keys=(usmtkit baseline tarzstd tarzstdsync)
+for ((run = 1; run <= RUNS; run++)); do
+	if [ "$WHO" = "usmtkit compress" ]; then
+		run_tool usmtkit "$out/u.tar.zst" "\"$U\" compress ${flags[*]:-} \"$store\" -o \"$out/u.tar.zst\""
+	else
+		run_tool usmtkit "$out/u.tar.zst" "\"$WORK/bin/benchtool\" compress ${bflags[*]:-} -o \"$out/u.tar.zst\" \"$store\""
+	fi
+	if [ -n "${BASELINE:-}" ]; then
+		run_tool baseline "$out/b.tar.zst" "\"$BASELINE\" compress ${flags[*]:-} \"$store\" -o \"$out/b.tar.zst\""
+	fi
+	run_tool tarzstd "$out/t.tar.zst" "tar -C \"$store\" -cf - . | zstd -3 -T0 -q -o \"$out/t.tar.zst\""
+	# usmtkit fsyncs before writing its footer (crash safety); this row gives
+	# tar | zstd the same durability for a like-for-like wall time.
+	run_tool tarzstdsync "$out/t2.tar.zst" "tar -C \"$store\" -cf - . | zstd -3 -T0 -q -o \"$out/t2.tar.zst\" && sync"
+done
+if [ "${SQUASHFS:-1}" != 0 ]; then
+	run_tool squashfs "$out/s.sqfs" "mksquashfs \"$store\" \"$out/s.sqfs\" -comp zstd -noappend -quiet -no-progress"
+	keys+=(squashfs)
 fi
-run_tool tarzstd "$out/t.tar.zst" "tar -C \"$store\" -cf - . | zstd -3 -T0 -q -o \"$out/t.tar.zst\""
-# usmtkit fsyncs before writing its footer (crash safety); this row gives
-# tar | zstd the same durability for a like-for-like wall time.
-run_tool tarzstdsync "$out/t2.tar.zst" "tar -C \"$store\" -cf - . | zstd -3 -T0 -q -o \"$out/t2.tar.zst\" && sync"
-run_tool squashfs "$out/s.sqfs" "mksquashfs \"$store\" \"$out/s.sqfs\" -comp zstd -noappend -quiet -no-progress"
+echo "per-run wall s: usmtkit ${WALL[usmtkit]}| baseline ${WALL[baseline]:-}| tar|zstd ${WALL[tarzstd]}| tar|zstd;sync ${WALL[tarzstdsync]}"
+for k in "${keys[@]}"; do
+	WALL[$k]=$(median "${WALL[$k]}") CPU[$k]=$(median "${CPU[$k]}") RSS[$k]=$(median "${RSS[$k]}") OSIZE[$k]=$(median "${OSIZE[$k]}")
+done
 
 printf '%-24s %9s %9s %11s %14s %7s %7s %7s %7s\n' tool "wall s" "cpu s" "RSS KiB" "size B" "wall/u" "cpu/u" "rss/u" "size/u"
-for k in usmtkit tarzstd tarzstdsync squashfs; do
+for k in "${keys[@]}"; do
 	label=$k
 	[ "$k" = usmtkit ] && label=$WHO
 	[ "$k" = tarzstd ] && label="tar | zstd -3 -T0"
+	[ "$k" = baseline ] && label="baseline (BASELINE)"
 	[ "$k" = tarzstdsync ] && label="tar | zstd -3 -T0; sync"
 	[ "$k" = squashfs ] && label="mksquashfs -comp zstd"
 	awk -v l="$label" -v w="${WALL[$k]}" -v c="${CPU[$k]}" -v r="${RSS[$k]}" -v s="${OSIZE[$k]}" \
@@ -108,6 +134,7 @@ done
 echo "(ratios are tool / usmtkit: for usmtkit to meet its goal, tar|zstd wall/u >= 0.91 and size/u >= 0.97;"
 echo " this VM is noisy: repeat runs and compare medians before drawing conclusions)"
 
+[ "${TOC:-1}" = 0 ] && [ -z "${MANY:-}" ] && exit 0
 echo
 echo "== TOC load of a one-million-entry archive (synthetic TOC, compress.TestMillionEntryTOC)"
 (cd "$ROOT" && go test ./compress -run '^TestMillionEntryTOC$' -count 1 -v | grep -E 'TOC load|walk of')

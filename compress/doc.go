@@ -21,6 +21,10 @@
 // Nothing read from an archive is trusted before it is checked: the footer
 // and TOC are validated completely (sizes capped before any allocation,
 // checksums, every offset and range) when the archive is opened, and every
-// chunk is checked (zstd checksum and xxhash64) each time it is decoded.
-// Bad input gives an error, never a panic; the fuzz targets prove it.
+// chunk decoded whole is checked (zstd checksum and xxhash64). A random
+// read decodes a chunk only up to the read's end: those bytes are checked
+// by the zstd block decoder alone, and the chunk's checksums when a later
+// read completes it; a chunk found damaged fails every later read
+// (reader.go, decodeRange; docs/mount.md). Bad input gives an error, never
+// a panic; the fuzz targets prove it.
 package compress

@@ -92,12 +92,17 @@
 // # Reads
 //
 // Open opens the store file and returns FOPEN_KEEP_CACHE (the data never
-// changes). A handle whose store file has a descriptor (directory stores)
+// changes) and FOPEN_NOFLUSH (nothing is written, so close(2) sends no
+// FLUSH). A handle whose store file has a descriptor (directory stores)
 // offers it for FUSE passthrough (fs.FilePassthroughFder): when the
 // mounting process is root and the kernel supports it, the kernel reads
 // the backing file itself and no READ reaches this process. Otherwise, and
 // for archives, reads go through File.ReadAt; the archive keeps its own
-// bounded cache of decoded chunks.
+// bounded cache of decoded chunks. An archive file also reports what a
+// random read decoded beyond the request (ReadAtFresh); the adapter gives
+// those bytes to the kernel's page cache in the background
+// (FUSE_NOTIFY_STORE, pagecache.go), so the next read there never reaches
+// this process.
 //
 // # Errors
 //

@@ -69,7 +69,11 @@ type FS struct {
 	share    bool
 	born     time.Time // times of the nodes that have no source entry
 	eio      atomic.Int64
-	reads    atomic.Int64 // READ requests served by this process
+	reads    atomic.Int64  // READ requests served by this process
+	mounted  atomic.Bool   // served by a kernel mount: nodes can write to its page cache
+	feeding  chan struct{} // tokens of the goroutines writing to the page cache
+	fed      atomic.Int64  // bytes given to the page cache
+	feedOff  atomic.Bool   // the kernel refused a store: stop trying
 }
 
 // tree is one store as shown in the mount.
@@ -141,7 +145,7 @@ func newFS(o Options) *FS {
 		o.Logger = log.New(os.Stderr, "usmtkit: ", 0)
 	}
 	o.Umask &= 0o777
-	return &FS{opts: o, born: time.Now()}
+	return &FS{opts: o, born: time.Now(), feeding: make(chan struct{}, maxFeeders)}
 }
 
 func (f *FS) logf(format string, a ...any) { f.opts.Logger.Printf(format, a...) }

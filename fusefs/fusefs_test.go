@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -537,5 +538,67 @@ func TestCheckOverlap(t *testing.T) {
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("CheckOverlap(%s): %v, want %q", c.mnt, err, c.want)
 		}
+	}
+}
+
+// TestMountArchivePageCache: what a random read decodes beyond the
+// request goes to the kernel's page cache, and a later read there is
+// answered by the kernel without a READ request.
+func TestMountArchivePageCache(t *testing.T) {
+	requireFUSE(t)
+	vol := fixtures.HardLinkStore(t, t.TempDir()) // holds a 3 MiB file
+	src := openStore(t, vol.StorePath)
+	out := filepath.Join(t.TempDir(), "store.tar.zst")
+	if _, err := compress.CreateFile(context.Background(), out, src, compress.WriteOptions{ChunkSize: 1 << 20}, false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := compress.Open(out, compress.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var big *store.Entry
+	_ = a.Walk(context.Background(), func(e *store.Entry, err error) error {
+		if err == nil && e.Type == store.TypeFile && (big == nil || e.Size > big.Size) {
+			c := *e
+			big = &c
+		}
+		return nil
+	})
+	if big == nil || big.Size < 2<<20 {
+		t.Fatalf("no file of 2 MiB or more in the fixture")
+	}
+	se, err := src.Stat(big.StorePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sourceBytes(t, src, se) // not through a: its cache would serve the mount
+	f := adapt(t, a, Options{})
+	mnt, _ := mountFS(t, f)
+	vp, _ := newViewMap(a, ViewWindows).of(big.StorePath)
+	h, err := os.Open(filepath.Join(mnt, vp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	buf := make([]byte, 4096)
+	check := func(off int64) {
+		t.Helper()
+		n, err := h.ReadAt(buf, off)
+		if err != nil || !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+			t.Fatalf("read at %d: %d bytes, %v", off, n, err)
+		}
+	}
+	check(1<<20 + 900<<10) // chunk 1, near its end: decodes most of it
+	for i := 0; f.FedBytes() == 0 && i < 200; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f.FedBytes() == 0 {
+		t.Fatalf("nothing given to the page cache after a random read")
+	}
+	reads := f.ReadCount()
+	check(1<<20 + 8192) // decoded by the first read, outside its request
+	if f.ReadCount() != reads {
+		t.Errorf("a read of data given to the page cache reached the server")
 	}
 }

@@ -15,9 +15,20 @@ import (
 // fileHandle is an open store file.
 type fileHandle struct {
 	f    store.File
+	fr   freshReader // f, when it reports what it decodes (archives); else nil
+	n    *node
 	fsys *FS
 	sp   string
 	fd   int // descriptor for passthrough, -1 when there is none
+}
+
+// freshReader is a store file that decodes in large units (an archive
+// decodes a whole chunk, or the part of it up to a read's end) and hands
+// over the decoded bytes it did not need for the read (compress's
+// archiveFile): they go to the kernel's page cache, so that the next read
+// in that range is a page cache hit instead of a request and a decode.
+type freshReader interface {
+	ReadAtFresh(p []byte, off int64, fresh func(off int64, data []byte)) (int, error)
 }
 
 // PassthroughFd implements fs.FilePassthroughFder. go-fuse registers the
@@ -29,7 +40,15 @@ func (h *fileHandle) PassthroughFd() (int, bool) { return h.fd, h.fd >= 0 }
 // store files are io.ReaderAt, which allows that.
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.fsys.reads.Add(1)
-	n, err := h.f.ReadAt(dest, off)
+	var n int
+	var err error
+	if h.fr != nil && h.fsys.mounted.Load() {
+		n, err = h.fr.ReadAtFresh(dest, off, func(doff int64, data []byte) {
+			h.fsys.feedCache(h.n, doff, data, off, off+int64(len(dest)))
+		})
+	} else {
+		n, err = h.f.ReadAt(dest, off)
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.fsys.errno("reading", h.sp, err)
 	}

@@ -101,6 +101,7 @@ func (f *FS) Mount(mnt string, c MountConfig) (*Server, error) {
 		return nil, mountError(mnt, c, err)
 	}
 	s := &Server{Server: srv, Mountpoint: mnt, fsys: f}
+	f.mounted.Store(true)
 	if os.Geteuid() == 0 {
 		tuneReadahead(mnt)
 	}

@@ -272,7 +272,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	switch {
 	case n.kind == kindText:
-		return &textHandle{data: n.note}, fuse.FOPEN_KEEP_CACHE, 0
+		return &textHandle{data: n.note}, openFlags, 0
 	case n.kind != kindEntry || n.e.Type == store.TypeDir:
 		return nil, 0, syscall.EISDIR
 	case n.e.Type != store.TypeFile:
@@ -282,14 +282,24 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if err != nil {
 		return nil, 0, n.fsys.errno("opening", n.sp, err)
 	}
-	h := &fileHandle{f: sf, fsys: n.fsys, sp: n.sp, fd: -1}
+	h := &fileHandle{f: sf, n: n, fsys: n.fsys, sp: n.sp, fd: -1}
 	if n.t.passthrough {
 		if d, ok := sf.(interface{ Fd() uintptr }); ok {
 			h.fd = int(d.Fd())
 		}
 	}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	if fr, ok := sf.(freshReader); ok && h.fd < 0 {
+		h.fr = fr
+	}
+	return h, openFlags, 0
 }
+
+// openFlags are the OPEN reply flags of every file: the data never
+// changes, so the kernel keeps its page cache across opens
+// (FOPEN_KEEP_CACHE), and nothing is ever written, so close(2) need not
+// send a FLUSH request (FOPEN_NOFLUSH, Linux 5.17+; older kernels ignore
+// it and send FLUSH, which is answered at once).
+const openFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 
 // Readlink implements fs.NodeReadlinker.
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

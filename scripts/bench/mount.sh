@@ -16,7 +16,10 @@
 # Environment: SIZE (store bytes, default 1G), WORK (scratch folder, default
 # /tmp/usmtkit-bench-mount, kept so stores are generated once), TIMEOUT
 # (seconds per phase, default 300; a phase that runs longer shows
-# "timeout"). Needs root or fusermount3, plus squashfuse, archivemount,
+# "timeout"), ROWS (rows to run, default all: usmtkit-archive squashfuse
+# archivemount direct usmtkit-dir usmtkit-dir-nopt), BUILD (0: reuse the
+# binaries already in $WORK/bin instead of building them), MOUNT_OPTS
+# (more options for `usmtkit mount`, e.g. "--cache-size 16"). Needs root or fusermount3, plus squashfuse, archivemount,
 # mksquashfs, zstd and tar. The page cache is warm for the backing files
 # (they are read while building); the FUSE caches are cold on each mount.
 set -euo pipefail
@@ -30,7 +33,7 @@ for t in squashfuse archivemount mksquashfs zstd tar find; do
 	command -v "$t" >/dev/null || { echo "mount.sh: $t is not installed (apt-get install squashfuse archivemount squashfs-tools zstd)" >&2; exit 1; }
 done
 mkdir -p "$WORK/bin" "$WORK/mnt"
-(cd "$ROOT" && go build -o "$WORK/bin/usmtkit" ./cmd/usmtkit && go build -o "$WORK/bin/mkstore" ./fixtures/cmd/mkstore &&
+[ "${BUILD:-1}" = 0 ] || (cd "$ROOT" && go build -o "$WORK/bin/usmtkit" ./cmd/usmtkit && go build -o "$WORK/bin/mkstore" ./fixtures/cmd/mkstore &&
 	go build -o "$WORK/bin/randread" ./scripts/bench/randread)
 U="$WORK/bin/usmtkit"
 R="$WORK/bin/randread"
@@ -73,7 +76,7 @@ wait_mounted() {
 }
 start_server() { # KIND
 	case $1 in
-	usmtkit-archive) "$U" -q mount --view store "$arch" "$MNT" & PID=$! ;;
+	usmtkit-archive) "$U" -q mount --view store ${MOUNT_OPTS:-} "$arch" "$MNT" & PID=$! ;;
 	usmtkit-dir)     "$U" -q mount --view store "$STORE" "$MNT" & PID=$! ;;
 	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough "$STORE" "$MNT" & PID=$! ;;
 	squashfuse)      squashfuse -f "$sqfs" "$MNT" & PID=$! ;;
@@ -119,7 +122,9 @@ phase() {
 	echo "$res"
 }
 
+ROWS=${ROWS:-usmtkit-archive squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
 run() { # KIND LABEL
+	case " $ROWS " in *" $1 "*) ;; *) return 0 ;; esac
 	echo 0 >"$HWMF"
 	local st fl fk sq
 	st=$(phase "$1" stat); fl=$(phase "$1" files); fk=$(phase "$1" 4k); sq=$(phase "$1" seq)

@@ -184,7 +184,7 @@ func Run(ctx context.Context, s store.Store, o Options) (*Result, error) {
 			res.Names = "windows"
 		}
 		r.w = &writer{ctx: ctx, dest: dest, tgt: tgt, opts: &o, res: res, links: map[uint64]linkRec{},
-			forbid: forbid, lockFd: -1, progress: progress, pendingLinks: map[uint64]bool{},
+			forbid: forbid, lockFd: -1, progress: progress, pendingLinks: map[uint64]bool{}, inflightLinks: map[uint64]bool{},
 			perFileSync: strings.HasPrefix(tgt.FSType, "fuse") || tgt.NTFS3G}
 		r.w.problemFn = func(err error, e *store.Entry, winPath string) error { return r.problemAt(err, e, winPath) }
 		r.w.stack = []*wdir{{fd: fd}}
@@ -198,6 +198,11 @@ func Run(ctx context.Context, s store.Store, o Options) (*Result, error) {
 	}
 	err = s.Walk(ctx, r.visit)
 	if r.w != nil {
+		// A batch still in flight comes before whatever ended the walk:
+		// its stop error wins, as it would have stopped the walk first.
+		if serr := r.w.settle(); serr != nil {
+			err = serr
+		}
 		// Files written before a stop or a cancel are still put in place.
 		if cerr := r.w.close(); err == nil {
 			err = cerr
@@ -457,10 +462,21 @@ func (r *run) decision(d Decision, e *store.Entry) {
 // problem records a per-file problem; it returns nil to go on (with
 // --continue) or the error that stops the walk.
 func (r *run) problem(err error, e *store.Entry) error {
+	if r.w != nil {
+		// Problems are recorded in file order: those of the batch in
+		// flight first. Its stop error wins: it came before this file.
+		if serr := r.w.settle(); serr != nil {
+			return serr
+		}
+	}
 	return r.problemAt(err, e, displayPath(e))
 }
 
 func (r *run) problemAt(err error, e *store.Entry, path string) error {
+	var se *StopError
+	if errors.As(err, &se) {
+		return err // already recorded (a batch stopped the run)
+	}
 	var pe *problemError
 	if !errors.As(err, &pe) {
 		return err // fatal, or cancelled

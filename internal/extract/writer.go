@@ -69,11 +69,24 @@ type writer struct {
 	// then one syncfs for the batch, then renamed (see flush). On FUSE
 	// targets, where syncfs may not reach the file system daemon, each
 	// file is fsynced instead (perFileSync) and the batch only renames.
-	perFileSync  bool
-	pending      []pendingOp
-	pendingBytes int64
-	pendingLinks map[uint64]bool
-	pendingSince time.Time
+	//
+	// A closed batch is handed to a background flusher goroutine (one
+	// batch in flight at most) that does syncfs, renames and metadata
+	// while this goroutine writes the next batch's temporary files. The
+	// flusher only makes system calls on the batch's own descriptors and
+	// sets the batch's results, plus the metadata counters in applyMeta
+	// (never run here while a batch is in flight: see pop); everything
+	// else (counters, problems, progress, the hard-link table, the stop
+	// error) is updated here when the batch is collected (settle).
+	perFileSync   bool
+	pending       []pendingOp
+	pendingBytes  int64
+	pendingLinks  map[uint64]bool // link groups whose first name is in pending
+	pendingSince  time.Time
+	inflight      *batch
+	inflightLinks map[uint64]bool // link groups whose first name is in inflight
+	stopErr       error           // a batch stopped the run: later batches are discarded
+	seen          map[string]bool // folders (rel) created or cleaned of stale temps in this run
 	// problemFn records a per-file problem found while flushing; it
 	// returns the error that stops the run (without --continue), or nil.
 	problemFn func(err error, e *store.Entry, winPath string) error
@@ -91,6 +104,22 @@ type pendingOp struct {
 	dev, ino uint64
 	dirFd    int // for folder ops: the folder's own descriptor (owned); -1 for files
 }
+
+// batch is a closed set of pending ops handed to the flusher. ops, rootFd
+// and the ops' descriptors are owned by the flusher until done is closed;
+// syncErr and errs are set by the flusher and read after done.
+type batch struct {
+	ops     []pendingOp
+	rootFd  int // dup of DEST for syncfs (owned), or -1: no syncfs
+	syncErr error
+	errs    []error // per op: why the file could not be renamed into place
+	done    chan struct{}
+}
+
+// syncBatch makes a batch's temporary files durable: syncfs of DEST's file
+// system. Tests replace it to check that no name of the batch is visible
+// before it returns.
+var syncBatch = func(fd int, ops []pendingOp) error { return unix.Syncfs(fd) }
 
 // A batch is flushed when it holds flushFiles files or flushBytes bytes,
 // when it is older than flushAge, and before a file of bigFile bytes or
@@ -203,42 +232,114 @@ func (w *writer) pop() {
 		unix.Close(d.fd)
 		return
 	}
-	if len(w.pending) == 0 {
+	if len(w.pending) == 0 && w.inflight == nil {
 		w.applyMeta(parent.fd, d.name, d.fd, d.meta, d.rel)
 		unix.Close(d.fd)
 		return
 	}
+	// Files may still be renamed into the folder (pending or in flight):
+	// its times are set after them, by the flusher.
 	pfd, err := unix.Dup(parent.fd)
 	if err != nil {
 		unix.Close(d.fd)
 		return
 	}
+	if len(w.pending) == 0 {
+		w.pendingSince = time.Now()
+	}
 	w.pending = append(w.pending, pendingOp{dirfd: pfd, name: d.name, rel: d.rel, e: d.meta, dirFd: d.fd})
 }
 
-// flush makes the pending files durable (one syncfs) and renames them to
-// their real names, then sets the pending folders' times. Problems are
-// recorded through problemFn; the first stop error is returned after the
-// whole batch is done.
+// flush makes the pending files durable and renames them to their real
+// names (through the flusher), and waits until that is done and every
+// batch before is collected. It returns the first stop error.
 func (w *writer) flush() error {
+	if err := w.submit(); err != nil {
+		return err
+	}
+	return w.settle()
+}
+
+// submit closes the pending batch: it waits for the batch in flight (at
+// most one), then hands the pending ops to the flusher and returns at
+// once. On FUSE targets (perFileSync) the batch is done right here, as
+// before. After a stop, the pending temporary files are removed instead:
+// files after the stop are not extracted.
+func (w *writer) submit() error {
+	if err := w.settle(); err != nil {
+		w.discard()
+		return err
+	}
 	if len(w.pending) == 0 {
 		return nil
 	}
-	var syncErr error
-	if !w.perFileSync {
-		if err := unix.Syncfs(w.stack[0].fd); err != nil {
-			syncErr = &fatalError{fmt.Errorf("flushing written files to %s: %w", w.dest, err)}
+	if w.stopErr != nil {
+		w.discard()
+		return nil
+	}
+	b := &batch{ops: w.pending, rootFd: -1, errs: make([]error, len(w.pending)), done: make(chan struct{})}
+	w.pending = nil
+	w.pendingBytes = 0
+	w.pendingLinks, w.inflightLinks = w.inflightLinks, w.pendingLinks
+	hasFiles := false
+	for _, op := range b.ops {
+		hasFiles = hasFiles || op.dirFd < 0
+	}
+	var dupErr error
+	if hasFiles && !w.perFileSync {
+		if b.rootFd, dupErr = unix.Dup(w.stack[0].fd); dupErr != nil {
+			b.rootFd = -1
 		}
 	}
-	var stop error
+	w.inflight = b
+	if dupErr != nil {
+		b.syncErr = &fatalError{fmt.Errorf("flushing written files to %s: %w", w.dest, dupErr)}
+		w.runBatch(b)
+	} else if w.perFileSync {
+		w.runBatch(b)
+	} else {
+		go w.runBatch(b)
+	}
+	return nil
+}
+
+// discard removes the pending temporary files (the run stopped before
+// them) and sets the pending folders' times. Nothing is in flight.
+func (w *writer) discard() {
 	for _, op := range w.pending {
+		if op.dirFd >= 0 {
+			w.applyMeta(op.dirfd, op.name, op.dirFd, op.e, op.rel)
+			unix.Close(op.dirFd)
+		} else {
+			unix.Unlinkat(op.dirfd, op.tmp, 0)
+		}
+		unix.Close(op.dirfd)
+	}
+	w.pending = w.pending[:0]
+	w.pendingBytes = 0
+	clear(w.pendingLinks)
+}
+
+// runBatch is the flusher: one syncfs for the batch, then the renames,
+// then the files' and folders' metadata, in order. It touches only the
+// batch and (applyMeta) the metadata counters.
+func (w *writer) runBatch(b *batch) {
+	defer close(b.done)
+	if b.rootFd >= 0 {
+		if err := syncBatch(b.rootFd, b.ops); err != nil {
+			b.syncErr = &fatalError{fmt.Errorf("flushing written files to %s: %w", w.dest, err)}
+		}
+		unix.Close(b.rootFd)
+		b.rootFd = -1
+	}
+	for i, op := range b.ops {
 		if op.dirFd >= 0 {
 			w.applyMeta(op.dirfd, op.name, op.dirFd, op.e, op.rel)
 			unix.Close(op.dirFd)
 			unix.Close(op.dirfd)
 			continue
 		}
-		if syncErr != nil {
+		if b.syncErr != nil {
 			unix.Unlinkat(op.dirfd, op.tmp, 0)
 			unix.Close(op.dirfd)
 			continue
@@ -246,6 +347,31 @@ func (w *writer) flush() error {
 		err := w.placeName(op.dirfd, op.rel, op.tmp, op.name, op.winPath)
 		if err == nil {
 			w.applyMeta(op.dirfd, op.name, -1, op.e, op.rel)
+		}
+		b.errs[i] = err
+		unix.Close(op.dirfd)
+	}
+}
+
+// settle waits for the batch in flight, if any, and records what it did:
+// files extracted, problems (through problemFn, in file order), progress,
+// the hard-link table. It returns the batch's stop error (the first
+// problem without --continue, or a failed syncfs) once; later batches are
+// then discarded.
+func (w *writer) settle() error {
+	b := w.inflight
+	if b == nil {
+		return nil
+	}
+	<-b.done
+	w.inflight = nil
+	clear(w.inflightLinks)
+	var stop error
+	for i, op := range b.ops {
+		if op.dirFd >= 0 || b.syncErr != nil {
+			continue
+		}
+		if err := b.errs[i]; err == nil {
 			w.rememberLink(op.e, op.rel, op.dev, op.ino)
 			w.res.Files++
 			w.res.Bytes += op.e.Size
@@ -253,15 +379,27 @@ func (w *writer) flush() error {
 		} else if perr := w.problemFn(err, op.e, op.winPath); perr != nil && stop == nil {
 			stop = perr
 		}
-		unix.Close(op.dirfd)
 	}
-	w.pending = w.pending[:0]
-	w.pendingBytes = 0
-	clear(w.pendingLinks)
-	if syncErr != nil {
-		return syncErr
+	if b.syncErr != nil {
+		stop = b.syncErr
+	}
+	if stop != nil && w.stopErr == nil {
+		w.stopErr = stop
 	}
 	return stop
+}
+
+// poll collects the batch in flight if the flusher is done with it.
+func (w *writer) poll() error {
+	if w.inflight == nil {
+		return nil
+	}
+	select {
+	case <-w.inflight.done:
+		return w.settle()
+	default:
+		return nil
+	}
 }
 
 // validName rejects names that could leave the folder they are created in.
@@ -374,9 +512,15 @@ func (w *writer) enter(comps []string, metas []*store.Entry, winPaths []string) 
 		}
 		if created {
 			w.res.Dirs++
-		} else {
+		} else if !w.seen[rel] {
+			// Only once per folder: the temporary files of this run (pending
+			// or in flight) are not stale.
 			w.cleanStale(fd, rel)
 		}
+		if w.seen == nil {
+			w.seen = map[string]bool{}
+		}
+		w.seen[rel] = true
 		w.stack = append(w.stack, &wdir{orig: comps[i], name: name, rel: rel, fd: fd, meta: metas[i]})
 	}
 	// A folder entered again (resumed run) still gets its metadata.
@@ -531,10 +675,20 @@ func (w *writer) link(d *wdir, name string, e *store.Entry, winPath string) (boo
 		if err := w.flush(); err != nil {
 			return false, err
 		}
+	} else if w.inflightLinks[e.LinkID] {
+		// It is being renamed by the flusher: wait for it.
+		if err := w.settle(); err != nil {
+			return false, err
+		}
 	}
 	rec, ok := w.links[e.LinkID]
 	if !ok {
 		return false, nil
+	}
+	// A link appears under its real name at once: only after the batch in
+	// flight is in place and did not stop the run.
+	if err := w.settle(); err != nil {
+		return false, err
 	}
 	dir, base := splitRel(rec.rel)
 	ofd, err := w.openRelDir(dir)
@@ -596,6 +750,10 @@ func (w *writer) openRelDir(rel string) (int, error) {
 
 // writeFile extracts one regular file into d under the store name orig.
 func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string, open func() (store.File, error)) error {
+	// A batch the flusher finished may have stopped the run.
+	if err := w.poll(); err != nil {
+		return err
+	}
 	name, err := w.outName(d, orig, winPath)
 	if err != nil {
 		return err
@@ -613,8 +771,14 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 		}
 		return err
 	}
-	if len(w.pending) > 0 && (e.Size >= bigFile || time.Since(w.pendingSince) > flushAge) {
+	if e.Size >= bigFile && (len(w.pending) > 0 || w.inflight != nil) {
+		// Everything before a big file is in place before it is copied: a
+		// run killed in the middle of it loses only that file.
 		if err := w.flush(); err != nil {
+			return err
+		}
+	} else if len(w.pending) > 0 && time.Since(w.pendingSince) > flushAge {
+		if err := w.submit(); err != nil {
 			return err
 		}
 	}
@@ -663,7 +827,12 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 			unix.Unlinkat(d.fd, tmp, 0)
 			return &problemError{kind: pe.kind, err: fmt.Errorf("%s: %w", winPath, pe.err)}
 		}
-		// The source is damaged: keep what could be read, never under the real name.
+		// The source is damaged: keep what could be read, never under the
+		// real name; unless the batch in flight stopped the run before it.
+		if serr := w.settle(); serr != nil {
+			unix.Unlinkat(d.fd, tmp, 0)
+			return serr
+		}
 		pe = &problemError{kind: "damaged", err: fmt.Errorf("%s: %w (%d of %d bytes read)", winPath, cerr, n, e.Size)}
 		kept := name + DamagedSuffix
 		if len(kept) <= 255 && n > 0 && renameNoReplace(d.fd, tmp, kept, w.opts.Overwrite) == nil {
@@ -686,8 +855,10 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 	if !w.opts.HardlinkCopy && e.LinkID != 0 && e.Nlink != 1 {
 		w.pendingLinks[e.LinkID] = true
 	}
-	if len(w.pending) >= flushFiles || w.pendingBytes >= flushBytes {
-		return w.flush()
+	if len(w.pending) >= flushFiles || w.pendingBytes >= flushBytes || e.Size >= bigFile {
+		// A big file closes its batch at once: its data is flushed while
+		// the next files are written.
+		return w.submit()
 	}
 	return nil
 }

@@ -11,8 +11,9 @@
 # Every run writes to a fresh folder on the same file system; the page cache
 # is warm (the inputs were just written), as on a second run in the field.
 # usmtkit makes every file durable before it gets its real name (one syncfs
-# per batch); cp, tar and unsquashfs do not sync at all, so the usmtkit
-# numbers include flushing the data to disk and the others do not.
+# per batch, in the background while the next batch is written); cp, tar
+# and unsquashfs do not sync at all, so the usmtkit numbers include
+# flushing the data to disk and the others do not.
 # Goal: extract from an archive no slower than zstd -dc | tar -x.
 # Set BENCH_DIR to keep the data somewhere else than a temp folder;
 # KEEP=1 keeps it afterwards.

@@ -17,6 +17,7 @@ import (
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -30,29 +31,8 @@ func extWant(t *testing.T, paths ...string) map[string]string {
 	}
 	defer s.Close()
 	out := map[string]string{}
-	err = s.Walk(context.Background(), func(e *store.Entry, err error) error {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Type != store.TypeFile || e.Control || e.WinPath == "" {
-			return nil
-		}
-		f, err := s.Open(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b := make([]byte, e.Size)
-		if e.Size > 0 {
-			if _, err := f.ReadAt(b, 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		out[extOutPath(e.WinPath)] = extContent(extOutPath(e.WinPath), b)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	for win, b := range storetest.UserFiles(t, s) {
+		out[extOutPath(win)] = extContent(extOutPath(win), []byte(b))
 	}
 	return out
 }

@@ -13,37 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/store"
 )
 
 // storeFiles lists the user files of a store: Windows path -> content.
-func storeFiles(t *testing.T, s store.Store) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := s.Walk(context.Background(), func(e *store.Entry, err error) error {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Type != store.TypeFile || e.Control || e.WinPath == "" {
-			return nil
-		}
-		f, err := s.Open(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b := make([]byte, e.Size)
-		if _, err := f.ReadAt(b, 0); err != nil && e.Size > 0 {
-			t.Fatal(err)
-		}
-		out[e.WinPath] = string(b)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+func storeFiles(t *testing.T, s store.Store) map[string]string { return storetest.UserFiles(t, s) }
 
 // destFiles lists the files extracted in the windows layout, with every
 // component unescaped: Windows path -> content.

@@ -416,6 +416,17 @@ func (w *writer) submit(j *job) error {
 	}
 }
 
+// encode hands a chunk to the encoder workers and queues it, in order, for
+// the sink.
+func (w *writer) encode(j *job) error {
+	select {
+	case w.work <- j:
+	case <-w.failed:
+		return errSinkFailed
+	}
+	return w.submit(j)
+}
+
 // getBuf takes a chunk buffer, allocating up to maxBufs: this is the bound on
 // chunks in flight.
 func (w *writer) getBuf() (*chunkBuf, error) {
@@ -715,12 +726,7 @@ func (w *writer) addData(e *store.Entry, f store.File) (changed error, err error
 		if holes >= 0 && n == int64(w.chunkSize) && readErr == nil && changed == nil && isHole(holes, off, n) {
 			// A full chunk that ends the file ends on a 512 boundary: no padding.
 			j := &job{kind: jobChunk, hole: true, uSize: uint32(n), sum: w.zeroSum(), last: off+n == size, done: make(chan struct{})}
-			select {
-			case w.work <- j:
-			case <-w.failed:
-				return nil, errSinkFailed
-			}
-			if err := w.submit(j); err != nil {
+			if err := w.encode(j); err != nil {
 				return nil, err
 			}
 			off += n
@@ -765,12 +771,7 @@ func (w *writer) addData(e *store.Entry, f store.File) (changed error, err error
 		}
 		j.frameSum = w.digest.Sum64()
 		j.in = in
-		select {
-		case w.work <- j:
-		case <-w.failed:
-			return nil, errSinkFailed
-		}
-		if err := w.submit(j); err != nil {
+		if err := w.encode(j); err != nil {
 			return nil, err
 		}
 		off += n

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,29 +16,13 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/store"
 )
 
-// requireFUSE stops a test that needs a real mount when FUSE is missing:
-// a failure on CI (CI set), a skip with a hint elsewhere.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	var missing string
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		missing = "/dev/fuse is missing (modprobe fuse, or --device /dev/fuse in a container)"
-	} else if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			missing = "fusermount3 is missing (apt-get install fuse3)"
-		}
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s; CI is set, so this is a failure, not a skip", missing)
-	}
-	t.Skip(missing)
-}
+// requireFUSE stops a test that needs a real mount when FUSE is missing
+// (fixtures policy: a failure on CI, a skip with a hint elsewhere).
+func requireFUSE(t testing.TB) { t.Helper(); fixtures.RequireFUSE(t) }
 
 // testLogger fails nothing but shows the FS log in the test output.
 func testLogger(t testing.TB) *log.Logger {

@@ -22,24 +22,9 @@ import (
 	"github.com/usmtkit/usmtkit/store"
 )
 
-// requireMount stops a test that needs real FUSE mounts: a failure when
-// CI is set, a skip with a hint elsewhere.
-func requireMount(t *testing.T) {
-	t.Helper()
-	var missing string
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		missing = "/dev/fuse is missing (modprobe fuse, or --device /dev/fuse in a container)"
-	} else if _, err := exec.LookPath("fusermount3"); err != nil && os.Geteuid() != 0 {
-		missing = "fusermount3 is missing (apt-get install fuse3)"
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s; CI is set, so this is a failure, not a skip", missing)
-	}
-	t.Skip(missing)
-}
+// requireMount stops a test that needs real FUSE mounts (fixtures policy:
+// a failure when CI is set, a skip with a hint elsewhere).
+func requireMount(t *testing.T) { t.Helper(); fixtures.RequireFUSE(t) }
 
 // syncBuffer is a bytes.Buffer safe for the serving goroutine and the test.
 type syncBuffer struct {

@@ -97,12 +97,7 @@ func TestExtractToNTFS(t *testing.T) {
 func fatVolume(t *testing.T) string {
 	t.Helper()
 	fixtures.RequireTool(t, "mkfs.vfat", "fusefat", "fusermount3")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("/dev/fuse missing")
-		}
-		t.Skip("/dev/fuse missing")
-	}
+	fixtures.RequireFUSE(t)
 	dir := t.TempDir()
 	img, mnt := filepath.Join(dir, "fat.img"), filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -223,12 +222,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 
 func (o *compressOptions) printCompress(r *compressReport) error {
 	if o.JSON {
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(o.Stdout, string(b))
-		return err
+		return writeJSON(o.Stdout, r)
 	}
 	w := o.Stdout
 	ratio := 0.0

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -178,12 +177,7 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 		if r.Control == nil {
 			r.Control = []store.ControlFile{}
 		}
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
+		return writeJSON(w, r)
 	}
 	kind := string(r.Kind)
 	if r.Version != "" {

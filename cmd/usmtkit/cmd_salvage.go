@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -132,12 +131,7 @@ func (o *salvageOptions) printSalvage(r *salvageReport) error {
 				*p = []problemRecord{}
 			}
 		}
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(o.Stdout, string(b))
-		return err
+		return writeJSON(o.Stdout, r)
 	}
 	w := o.Stdout
 	fmt.Fprintf(w, "archive:     %s\n", r.Archive)

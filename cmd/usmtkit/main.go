@@ -219,6 +219,17 @@ func main() {
 	os.Exit(code)
 }
 
+// writeJSON prints one indented JSON object: the --json report of a
+// command that produces a single summary.
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
 // globalsOf returns the global options stored on the app by newApp.
 func globalsOf(c *cli.Context) *globalOptions {
 	return c.App.Metadata["globals"].(*globalOptions)

@@ -18,22 +18,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/store"
 )
-
-// copyFile copies an archive so a test can damage its copy.
-func copyFile(t *testing.T, src string) string {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "damaged.tar.zst")
-	if err := os.WriteFile(dst, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
 
 func flipByte(t *testing.T, path string, off int64) {
 	t.Helper()
@@ -74,7 +61,7 @@ func damagedArchive(t *testing.T) (dir, path string) {
 	good, _ := writeArchive(t, src, WriteOptions{ChunkSize: testChunk})
 	a := openArchive(t, good)
 	ch := chunkOf(t, a, "a/big.bin", 1)
-	path = copyFile(t, good)
+	path = storetest.CopyToTemp(t, good)
 	flipByte(t, path, int64(ch.off)+int64(ch.cSize)/2)
 	return dir, path
 }
@@ -195,7 +182,7 @@ func TestDamagedIndex(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := copyFile(t, good)
+			p := storetest.CopyToTemp(t, good)
 			c.damage(p)
 			_, err := Open(p, ReaderOptions{})
 			if !errors.Is(err, c.wantErr) || !strings.Contains(err.Error(), "usmtkit salvage") {
@@ -205,7 +192,7 @@ func TestDamagedIndex(t *testing.T) {
 		})
 	}
 	t.Run("version", func(t *testing.T) {
-		p := copyFile(t, good)
+		p := storetest.CopyToTemp(t, good)
 		b, _ := os.ReadFile(p)
 		ft := b[len(b)-footerSize+8:]
 		binary.LittleEndian.PutUint32(ft[40:], 2)
@@ -260,7 +247,7 @@ func TestTruncated(t *testing.T) {
 		cuts = append(cuts, 1+r.Int64N(int64(a.ft.tocOffset)))
 	}
 	for _, cut := range cuts {
-		p := copyFile(t, good)
+		p := storetest.CopyToTemp(t, good)
 		os.Truncate(p, cut)
 		dest := filepath.Join(t.TempDir(), "out")
 		rep, err := SalvageTo(context.Background(), p, dest)
@@ -577,7 +564,7 @@ func TestSalvageGarbage(t *testing.T) {
 	a := openArchive(t, good)
 	i, _ := a.lookup("", "a/513.bin")
 	hdr := int64(binary.LittleEndian.Uint64(a.t.rec(i)[eHdrOff:]))
-	p := copyFile(t, good)
+	p := storetest.CopyToTemp(t, good)
 	// Overwrite the start of a/513.bin's header frame: its entry is lost.
 	f, _ := os.OpenFile(p, os.O_RDWR, 0)
 	f.WriteAt(bytes.Repeat([]byte{0xEE}, 10), hdr)

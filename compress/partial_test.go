@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -135,7 +136,7 @@ func TestPartialDamage(t *testing.T) {
 	good, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
 	a := openArchive(t, good)
 	ch := chunkOf(t, a, "big.bin", 1)
-	path := copyFile(t, good)
+	path := storetest.CopyToTemp(t, good)
 	flipByte(t, path, int64(ch.off)+int64(ch.cSize)-100)
 	a = openArchive(t, path)
 	f := openBig(t, a)

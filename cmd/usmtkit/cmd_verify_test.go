@@ -23,6 +23,7 @@ import (
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/internal/verify"
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -638,20 +639,6 @@ func readLayout(t *testing.T, p string) *archLayout {
 	return l
 }
 
-// copyArchive copies an archive so a test can damage the copy.
-func copyArchive(t *testing.T, src string) string {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "damaged.tar.zst")
-	if err := os.WriteFile(dst, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 // verdicts runs verify --json --report all and returns every file's
 // status (by store path), the summary and the error.
 func verdicts(t *testing.T, o verifyOptions, args ...string) (map[string]verifyFileJSON, map[string]any, error) {
@@ -745,7 +732,7 @@ func TestVerifyArchiveChunkDamage(t *testing.T) {
 		if len(fr) <= tg.chunk {
 			t.Fatalf("%s has %d chunks", tg.path, len(fr))
 		}
-		p := copyArchive(t, f.archive)
+		p := storetest.CopyToTemp(t, f.archive)
 		flipByte(t, p, fr[tg.chunk].off+fr[tg.chunk].n/2)
 		want := append([]string{tg.path}, tg.also...)
 		sort.Strings(want)
@@ -794,7 +781,7 @@ func TestVerifyArchiveChunkDamage(t *testing.T) {
 func TestVerifyArchiveHeaderDamage(t *testing.T) {
 	f := newArchiveFixture(t)
 	const victim = "USMT/File/C$/Users/jdoe/Desktop/notes.txt"
-	p := copyArchive(t, f.archive)
+	p := storetest.CopyToTemp(t, f.archive)
 	flipByte(t, p, f.layout.hdr[victim]+20)
 	got, _, err := verdicts(t, verifyOptions{}, p)
 	if exitcodes.FromError(err) != exitcodes.Partial || strings.Join(notOKPaths(got), "|") != victim ||
@@ -863,7 +850,7 @@ func TestVerifyArchiveDamagedIndex(t *testing.T) {
 	}
 	for _, c := range salvageCases(f.layout) {
 		t.Run(c.name, func(t *testing.T) {
-			p := copyArchive(t, f.archive)
+			p := storetest.CopyToTemp(t, f.archive)
 			c.damage(t, p)
 			for _, mode := range []string{"summary", "all", "failureonly", "catalog"} {
 				stdout, stderr, err := verifyFor(t, context.Background(), verifyOptions{Report: mode}, p)
@@ -895,7 +882,7 @@ func TestVerifyArchiveDamagedIndex(t *testing.T) {
 	// to its file.
 	t.Run("toc-and-chunk", func(t *testing.T) {
 		const victim = "USMT/File/C$/Users/asmith/Pictures/cat.jpg"
-		p := copyArchive(t, f.archive)
+		p := storetest.CopyToTemp(t, f.archive)
 		flipByte(t, p, f.layout.tocOff+20)
 		fr := f.layout.chunks[victim][0]
 		flipByte(t, p, fr.off+fr.n/2)
@@ -911,7 +898,7 @@ func TestVerifyArchiveDamagedIndex(t *testing.T) {
 	// finds the intact TOC and names the lost entry (MISSING).
 	t.Run("footer-and-header", func(t *testing.T) {
 		const victim = "USMT/File/C$/Users/jdoe/Desktop/notes.txt"
-		p := copyArchive(t, f.archive)
+		p := storetest.CopyToTemp(t, f.archive)
 		flipByte(t, p, f.layout.size-64)
 		flipByte(t, p, f.layout.hdr[victim]+20)
 		got, sum, err := verdicts(t, verifyOptions{}, p)
@@ -943,7 +930,7 @@ func TestVerifyArchiveTruncated(t *testing.T) {
 			break
 		}
 	}
-	p := copyArchive(t, f.archive)
+	p := storetest.CopyToTemp(t, f.archive)
 	if err := os.Truncate(p, f.layout.chunks[victim][1].off+10); err != nil {
 		t.Fatal(err)
 	}
@@ -1008,7 +995,7 @@ func TestVerifyArchiveGolden(t *testing.T) {
 		{"verify-archive-salvage-json.txt", verifyOptions{JSON: true, Report: "failureonly"}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p := copyArchive(t, good)
+			p := storetest.CopyToTemp(t, good)
 			flipByte(t, p, fr.off+fr.n/2)
 			if c.salvage {
 				flipByte(t, p, l.tocOff+20)
@@ -1082,7 +1069,7 @@ func TestVerifyArchiveInterrupted(t *testing.T) {
 	}
 	wrapStore = nil
 	// During the salvage walk: the report's first flush stops it.
-	p := copyArchive(t, f.archive)
+	p := storetest.CopyToTemp(t, f.archive)
 	flipByte(t, p, f.layout.tocOff+20)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()

@@ -5,6 +5,8 @@ package storetest
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/usmtkit/usmtkit/store"
@@ -38,4 +40,19 @@ func UserFiles(t testing.TB, s store.Store) map[string]string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// CopyToTemp copies a file (an archive a test is about to damage) into a
+// fresh temporary folder and returns the copy's path.
+func CopyToTemp(t testing.TB, src string) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "damaged.tar.zst")
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -214,7 +215,9 @@ func reportError(g *globalOptions, args []string, err error) int {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startCPUProfile(os.Getenv("USMTKIT_CPUPROFILE"))
 	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
 }
@@ -233,4 +236,22 @@ func writeJSON(w io.Writer, v any) error {
 // globalsOf returns the global options stored on the app by newApp.
 func globalsOf(c *cli.Context) *globalOptions {
 	return c.App.Metadata["globals"].(*globalOptions)
+}
+
+// startCPUProfile writes a CPU profile of the whole run to path when it is
+// set (USMTKIT_CPUPROFILE, for the benchmark scripts; docs/benchmarks.md).
+// A profile that cannot be started is reported and the run goes on.
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "usmtkit: warning: no CPU profile: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

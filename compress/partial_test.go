@@ -171,7 +171,7 @@ func TestCutFrame(t *testing.T) {
 	if _, err := cutFrame([]byte{1, 2, 3, 4, 5, 6, 7, 8}, 10, 10); err == nil {
 		t.Error("no error for a non-frame")
 	}
-	dir, _ := partialTree(t)
+	dir, want := partialTree(t)
 	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
 	a := openArchive(t, path)
 	ch := chunkOf(t, a, "big.bin", 0)
@@ -179,7 +179,21 @@ func TestCutFrame(t *testing.T) {
 	if _, err := a.f.ReadAt(frame, int64(ch.off)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cutFrame(append([]byte(nil), frame...), partialChunk, partialChunk); err != errWholeFrame {
+	// Needing every byte: the whole frame, or, when blocks are shorter
+	// than the maximum (C zstd sizes blocks to the content), a cut whose
+	// blocks decode to a correct prefix of the chunk (the reader decodes
+	// the whole chunk when the prefix is too short).
+	whole := append([]byte(nil), frame...)
+	if cut, err := cutFrame(whole, partialChunk, partialChunk); err == nil {
+		dec, derr := chunkDecoder()
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		got, _ := dec.DecodeAll(whole[:cut], make([]byte, 0, partialChunk))
+		if len(got) == 0 || !bytes.Equal(got, want[:len(got)]) {
+			t.Errorf("need = chunk: the cut frame decodes to %d bytes that are not the chunk's start", len(got))
+		}
+	} else if err != errWholeFrame {
 		t.Errorf("need = chunk: %v", err)
 	}
 	if _, err := cutFrame(append([]byte(nil), frame[:100]...), partialChunk/2, partialChunk); err != errNeedMore {

@@ -90,6 +90,10 @@ type WriteOptions struct {
 	// TotalBytes and TotalFiles are passed through to Progress when the
 	// caller knows them (from a prior index of the store); 0 means unknown.
 	TotalBytes, TotalFiles int64
+	// Encoder picks the zstd encoder of the data chunks: "" the fastest
+	// built in (C zstd when cgo is available), EncoderGo or EncoderC. The
+	// archive format is the same.
+	Encoder string
 }
 
 // Progress is a snapshot of a running Write.
@@ -114,9 +118,10 @@ type WriteResult struct {
 	Files    int64
 	Dirs     int64 // the root included
 	Symlinks int64
-	Links    int64 // hard links written as tar links (names after the first)
-	BytesIn  int64 // file content bytes archived
-	BytesOut int64 // archive size
+	Links    int64  // hard links written as tar links (names after the first)
+	BytesIn  int64  // file content bytes archived
+	BytesOut int64  // archive size
+	Encoder  string // the chunk encoder used: EncoderC or EncoderGo
 
 	// Changed files were archived as they were read (with the size listed
 	// by the walk: a shrunk file is zero-filled, a grown one cut), but they
@@ -164,6 +169,7 @@ type job struct {
 	done chan struct{} // closed by the worker; nil when out is ready
 	in   []byte
 	out  []byte
+	err  error     // the encoder's failure
 	buf  *chunkBuf // returned to the pool after writing
 	ent  *tocEntry
 	idx  uint32 // expected add-order index (jobEntry), consistency check
@@ -188,7 +194,7 @@ type writer struct {
 	opts      WriteOptions
 	chunkSize int
 	enc       *zstd.Encoder // headers, EOA, TOC: frames with checksum
-	chunkEnc  *zstd.Encoder // data chunks, through appendChunkFrame
+	chunkEnc  chunkEncoder  // data chunks
 	res       *WriteResult
 
 	work    chan *job
@@ -200,6 +206,7 @@ type writer struct {
 	canRewind bool
 	zeroOnce  sync.Once
 	zeroEnc   []byte
+	zeroErr   error
 
 	zeroSumOnce sync.Once
 	zeroXXH     uint64
@@ -291,10 +298,11 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 	}
 	w.enc = enc
 	defer enc.Close()
-	if w.chunkEnc, err = newChunkEncoder(opts.Level, opts.Threads); err != nil {
+	if w.chunkEnc, err = newChunkEncoderFor(opts.Encoder, opts.Level, opts.Threads); err != nil {
 		return nil, fmt.Errorf("starting the zstd encoder: %w", err)
 	}
-	defer w.chunkEnc.Close()
+	defer w.chunkEnc.close()
+	w.res.Encoder = w.chunkEnc.name()
 	w.bw = bufio.NewWriterSize(out, outBufSize)
 
 	var wg sync.WaitGroup
@@ -306,9 +314,11 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 				if j.hole || (len(j.in) == w.chunkSize && allZero(j.in)) {
 					// Sparse files and preallocated images: a zero chunk
 					// always encodes to the same frame, so encode it once.
-					j.out = append(j.out[:0], w.zeroFrame()...)
+					var zero []byte
+					zero, j.err = w.zeroFrame()
+					j.out = append(j.out[:0], zero...)
 				} else {
-					j.out = appendChunkFrame(w.chunkEnc, j.out[:0], j.in, j.frameSum)
+					j.out, j.err = w.chunkEnc.appendFrame(j.out[:0], j.in, j.frameSum)
 				}
 				close(j.done)
 			}
@@ -356,9 +366,9 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 var errSinkFailed = errors.New("archive output failed")
 
 // zeroFrame is the encoding of one all-zero chunk.
-func (w *writer) zeroFrame() []byte {
-	w.zeroOnce.Do(func() { w.zeroEnc = appendChunkFrame(w.chunkEnc, nil, make([]byte, w.chunkSize), w.zeroSum()) })
-	return w.zeroEnc
+func (w *writer) zeroFrame() ([]byte, error) {
+	w.zeroOnce.Do(func() { w.zeroEnc, w.zeroErr = w.chunkEnc.appendFrame(nil, make([]byte, w.chunkSize), w.zeroSum()) })
+	return w.zeroEnc, w.zeroErr
 }
 
 // zeroSum is the xxhash64 of one all-zero chunk.
@@ -439,7 +449,7 @@ func (w *writer) getBuf() (*chunkBuf, error) {
 		w.nbufs++
 		// The output buffer is allocated at its bound once: grown by
 		// append it would be reallocated and copied again and again.
-		return &chunkBuf{in: make([]byte, w.chunkSize+511), out: make([]byte, 0, chunkFrameBound(w.chunkEnc, w.chunkSize+511))}, nil
+		return &chunkBuf{in: make([]byte, w.chunkSize+511), out: make([]byte, 0, w.chunkEnc.bound(w.chunkSize+511))}, nil
 	}
 	select {
 	case b := <-w.free:
@@ -824,6 +834,9 @@ func (w *writer) apply(j *job) error {
 		}
 		return w.write(j.out)
 	case jobChunk:
+		if j.err != nil {
+			return fmt.Errorf("compressing a chunk: %w", j.err)
+		}
 		if err := w.toc.addChunk(uint64(w.off), uint32(len(j.out)), j.uSize, j.sum); err != nil {
 			return err
 		}

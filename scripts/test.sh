@@ -12,7 +12,7 @@ tools=(
   fusermount3:fuse3 ntfs-3g:ntfs-3g mkntfs:ntfs-3g zstd:zstd tar:tar
   mksquashfs:squashfs-tools unsquashfs:squashfs-tools xxhsum:xxhash getfattr:attr
   mkfs.vfat:dosfstools fusefat:fusefat b3sum:b3sum squashfuse:squashfuse
-  archivemount:archivemount fuser:psmisc
+  archivemount:archivemount fuser:psmisc gcc:gcc
 )
 missing=()
 for t in "${tools[@]}"; do
@@ -53,6 +53,9 @@ if [ "$status" -ne 0 ]; then
   echo "FAIL: go test exited $status (full log: /tmp/usmtkit-test.log)" >&2
   exit "$status"
 fi
+echo "== without cgo: the pure-Go zstd encoder and a build without a C compiler"
+CGO_ENABLED=0 go build -o /dev/null ./cmd/usmtkit
+CGO_ENABLED=0 go test -count=1 -timeout 5m ./compress
 echo "== FUSE tests with GOMAXPROCS=1 (deadlocks between test code and server show here)"
 GOMAXPROCS=1 go test -count=1 -timeout 5m ./fusefs ./cmd/usmtkit -run 'Mount'
 echo "== leftover mounts"

@@ -23,6 +23,7 @@ type compressOptions struct {
 	Level     string
 	ChunkSize string
 	Threads   int
+	Encoder   string
 	Force     bool
 	Verify    bool
 	JSON      bool
@@ -57,6 +58,7 @@ Examples:
 			&cli.StringFlag{Name: "level", Value: "default", Usage: "fastest, default (about zstd -3) or better"},
 			&cli.StringFlag{Name: "chunk-size", Value: "4MiB", Usage: "size of the independently compressed pieces (64KiB to 64MiB); smaller makes random reads cheaper"},
 			&cli.IntFlag{Name: "threads", Usage: "chunks compressed at once (default: number of CPUs)"},
+			&cli.StringFlag{Name: "encoder", Usage: "zstd encoder of the data: c (the zstd library, about twice as fast; in builds with cgo) or go (default: c when built in)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
 			&cli.BoolFlag{Name: "verify", Usage: "read the archive back and check every chunk"},
 			&cli.BoolFlag{Name: "json", Usage: "a JSON summary on stdout"},
@@ -64,7 +66,7 @@ Examples:
 		},
 		Action: func(c *cli.Context) error {
 			o := &compressOptions{globalOptions: *globalsOf(c), Output: c.String("output"), Level: c.String("level"),
-				ChunkSize: c.String("chunk-size"), Threads: c.Int("threads"), Force: c.Bool("force"),
+				ChunkSize: c.String("chunk-size"), Threads: c.Int("threads"), Encoder: c.String("encoder"), Force: c.Bool("force"),
 				Verify: c.Bool("verify"), JSON: c.Bool("json"), Plain: c.Bool("plain")}
 			return runCompress(c.Context, o, c.Args().Slice())
 		},
@@ -95,6 +97,7 @@ func parseSize(s string) (int64, error) {
 type compressReport struct {
 	Output     string          `json:"output"`
 	Level      string          `json:"level"`
+	Encoder    string          `json:"encoder"`
 	ChunkSize  int64           `json:"chunk_size"`
 	Entries    int64           `json:"entries"`
 	Files      int64           `json:"files"`
@@ -145,6 +148,9 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	if o.Threads < 0 {
 		return exitcodes.Usagef("--threads must be 1 or more")
 	}
+	if err := compress.CheckEncoder(o.Encoder); err != nil {
+		return exitcodes.Usagef("--encoder: " + err.Error())
+	}
 	out, err := filepath.Abs(o.Output)
 	if err != nil {
 		return err
@@ -168,7 +174,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	}
 
 	m := o.meter("compressing")
-	opts := compress.WriteOptions{Level: level, ChunkSize: int(chunk), Threads: o.Threads,
+	opts := compress.WriteOptions{Level: level, ChunkSize: int(chunk), Threads: o.Threads, Encoder: o.Encoder,
 		Progress: func(p compress.Progress) { m.Set(p.FilesDone, p.BytesDone) }}
 	if o.Progress {
 		// Totals for the ETA: one metadata walk, cheap next to compressing.
@@ -183,7 +189,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := &compressReport{Output: out, Level: level.String(), ChunkSize: chunk, Entries: res.Entries, Files: res.Files,
+	rep := &compressReport{Output: out, Level: level.String(), Encoder: res.Encoder, ChunkSize: chunk, Entries: res.Entries, Files: res.Files,
 		Dirs: res.Dirs, Symlinks: res.Symlinks, HardLinks: res.Links, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
 		Seconds: time.Since(start).Seconds(), Changed: problemRecords(res.Changed), Unreadable: problemRecords(res.Unreadable),
 		Skipped: problemRecords(res.Skipped), WalkErrors: problemRecords(res.WalkErrors), Unlisted: res.Dropped}
@@ -231,8 +237,8 @@ func (o *compressOptions) printCompress(r *compressReport) error {
 	}
 	fmt.Fprintf(w, "archive:     %s\n", r.Output)
 	fmt.Fprintf(w, "entries:     %d files, %d folders, %d symlinks, %d hard links\n", r.Files, r.Dirs, r.Symlinks, r.HardLinks)
-	fmt.Fprintf(w, "size:        %s of file data -> %s archive (%.1f %%), level %s, %s chunks, %.1fs\n",
-		progress.Bytes(r.BytesIn), progress.Bytes(r.BytesOut), 100*ratio, r.Level, progress.Bytes(r.ChunkSize), r.Seconds)
+	fmt.Fprintf(w, "size:        %s of file data -> %s archive (%.1f %%), level %s (%s encoder), %s chunks, %.1fs\n",
+		progress.Bytes(r.BytesIn), progress.Bytes(r.BytesOut), 100*ratio, r.Level, r.Encoder, progress.Bytes(r.ChunkSize), r.Seconds)
 	for _, l := range []struct {
 		what string
 		ps   []problemRecord

@@ -14,7 +14,8 @@
 # RUNS (default 3: the tools run in alternation RUNS times and the table
 # shows the median of each column; this VM is noisy), SQUASHFS=0 (skip
 # mksquashfs, which takes ~30x longer), TOC=0 (skip the TOC load test),
-# BASELINE (another usmtkit binary, e.g. an older build, measured in the
+# GO_ENCODER=0 (skip the row of usmtkit's pure-Go encoder, which builds
+# without cgo use), BASELINE (another usmtkit binary, e.g. an older build, measured in the
 # same alternation for an A/B comparison),
 # MANY (if set, e.g. MANY=1000000, also build a real store of that many
 # files, compress it and time loading its TOC; slow to generate).
@@ -95,6 +96,13 @@ echo
 echo "== profile store: $nfiles files, $bytes bytes ($store), page cache warm, $(nproc) vCPU, $RUNS alternating runs, medians"
 keys=(usmtkit tarzstd tarzstdsync)
 [ -n "${BASELINE:-}" ] && keys=(usmtkit baseline tarzstd tarzstdsync)
+# The pure-Go encoder (what a build without a C compiler uses), when this
+# build has the choice.
+GOENC=0
+if [ "$WHO" = "usmtkit compress" ] && [ "${GO_ENCODER:-1}" != 0 ] && "$U" compress --help 2>&1 | grep -q -- --encoder; then
+	GOENC=1
+	keys+=(usmtgo)
+fi
 for ((run = 1; run <= RUNS; run++)); do
 	if [ "$WHO" = "usmtkit compress" ]; then
 		run_tool usmtkit "$out/u.tar.zst" "\"$U\" compress ${flags[*]:-} \"$store\" -o \"$out/u.tar.zst\""
@@ -103,6 +111,9 @@ for ((run = 1; run <= RUNS; run++)); do
 	fi
 	if [ -n "${BASELINE:-}" ]; then
 		run_tool baseline "$out/b.tar.zst" "\"$BASELINE\" compress ${flags[*]:-} \"$store\" -o \"$out/b.tar.zst\""
+	fi
+	if [ "$GOENC" = 1 ]; then
+		run_tool usmtgo "$out/g.tar.zst" "\"$U\" compress --encoder go ${flags[*]:-} \"$store\" -o \"$out/g.tar.zst\""
 	fi
 	run_tool tarzstd "$out/t.tar.zst" "tar -C \"$store\" -cf - . | zstd -3 -T0 -q -o \"$out/t.tar.zst\""
 	# usmtkit fsyncs before writing its footer (crash safety); this row gives
@@ -124,6 +135,7 @@ for k in "${keys[@]}"; do
 	[ "$k" = usmtkit ] && label=$WHO
 	[ "$k" = tarzstd ] && label="tar | zstd -3 -T0"
 	[ "$k" = baseline ] && label="baseline (BASELINE)"
+	[ "$k" = usmtgo ] && label="usmtkit --encoder go"
 	[ "$k" = tarzstdsync ] && label="tar | zstd -3 -T0; sync"
 	[ "$k" = squashfs ] && label="mksquashfs -comp zstd"
 	awk -v l="$label" -v w="${WALL[$k]}" -v c="${CPU[$k]}" -v r="${RSS[$k]}" -v s="${OSIZE[$k]}" \

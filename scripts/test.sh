@@ -12,7 +12,8 @@ tools=(
   fusermount3:fuse3 ntfs-3g:ntfs-3g mkntfs:ntfs-3g zstd:zstd tar:tar
   mksquashfs:squashfs-tools unsquashfs:squashfs-tools xxhsum:xxhash getfattr:attr
   mkfs.vfat:dosfstools fusefat:fusefat b3sum:b3sum squashfuse:squashfuse
-  archivemount:archivemount fuser:psmisc gcc:gcc
+  archivemount:archivemount fuser:psmisc gcc:gcc mkfs.exfat:exfatprogs
+  mount.exfat-fuse:exfat-fuse losetup:mount
 )
 missing=()
 for t in "${tools[@]}"; do

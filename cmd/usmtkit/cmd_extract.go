@@ -16,10 +16,6 @@ import (
 	"github.com/usmtkit/usmtkit/store"
 )
 
-// extractTestProgress, set only by tests, is called on every progress
-// report (the kill-mid-file test slows the copy down with it).
-var extractTestProgress func(files, bytes int64)
-
 type extractOptions struct {
 	globalOptions
 	Include      []string
@@ -239,12 +235,7 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 	if m == nil {
 		m = o.meter("extracting")
 	}
-	eo.Progress = func(files, bytes int64) {
-		m.Add(files, bytes)
-		if extractTestProgress != nil {
-			extractTestProgress(files, bytes)
-		}
-	}
+	eo.Progress = func(files, bytes int64) { m.Add(files, bytes) }
 	res, err := extract.Run(ctx, s, eo)
 	m.Done()
 	var ue *extract.UsageError

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/fixtures"
@@ -405,82 +403,8 @@ func TestExtractDamagedArchive(t *testing.T) {
 	extSame(t, "intact files", got, want)
 }
 
-// extractTestSlow, when set, is called by the helper process on every
-// progress report, to make a big copy slow enough to kill mid-file.
-const extHelperEnv = "USMTKIT_EXTRACT_HELPER"
-
-func TestExtractHelperProcess(t *testing.T) {
-	if os.Getenv(extHelperEnv) == "" {
-		t.Skip("helper process for TestExtractKilledMidFile")
-	}
-	var args []string
-	json.Unmarshal([]byte(os.Getenv(extHelperEnv)), &args)
-	extractTestProgress = func(files, bytes int64) {
-		if bytes > 0 {
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	os.Exit(run(context.Background(), append([]string{"usmtkit"}, args...), os.Stdout, os.Stderr))
-}
-
-func TestExtractKilledMidFile(t *testing.T) {
-	dir := t.TempDir()
-	root := filepath.Join(dir, "src")
-	big := fixtures.PseudoRandom("extract/big.bin", 48<<20)
-	fixtures.Build(t, root, fixtures.Tree{
-		"USMT/catalog.mig":                   fixtures.File{Data: []byte("catalog")},
-		"USMT/File/C$/Users/jdoe/a.txt":      fixtures.File{Data: fixtures.Text("a", 3000)},
-		"USMT/File/C$/Users/jdoe/big.bin":    fixtures.File{Data: big},
-		"USMT/File/C$/Users/jdoe/z/last.txt": fixtures.File{Data: fixtures.Text("z", 3000)},
-	})
-	dest := filepath.Join(dir, "out")
-	for _, src := range []string{root, extArchive(t, dir, 0, root)} {
-		os.RemoveAll(dest)
-		args, _ := json.Marshal([]string{"extract", src, dest, "-q"})
-		cmd := exec.Command(os.Args[0], "-test.run=^TestExtractHelperProcess$")
-		cmd.Env = append(os.Environ(), extHelperEnv+"="+string(args))
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// Wait until the big file is being written, then kill -9.
-		deadline := time.Now().Add(30 * time.Second)
-		var tmp string
-		for tmp == "" && time.Now().Before(deadline) {
-			ents, _ := os.ReadDir(filepath.Join(dest, "C/Users/jdoe"))
-			for _, e := range ents {
-				if strings.HasPrefix(e.Name(), ".big.bin.usmtkit-tmp-") {
-					if fi, err := e.Info(); err == nil && fi.Size() > 0 {
-						tmp = e.Name()
-					}
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		if tmp == "" {
-			t.Fatalf("%s: the big file never started", src)
-		}
-		if _, err := os.Lstat(filepath.Join(dest, "C/Users/jdoe/big.bin")); err == nil {
-			t.Fatalf("%s: the big file is under its real name after the kill", src)
-		}
-		if fi, err := os.Stat(filepath.Join(dest, "C/Users/jdoe", tmp)); err != nil || fi.Size() >= int64(len(big)) {
-			t.Fatalf("%s: the kill did not land mid-copy (%v)", src, err)
-		}
-		// Resume.
-		code, out, errs := runCLI(t, "extract", src, dest, "--skip-existing", "--json")
-		if code != 0 {
-			t.Fatalf("%s: resume: exit %d\n%s\n%s", src, code, out, errs)
-		}
-		var sum map[string]any
-		json.Unmarshal([]byte(out), &sum)
-		if sum["stale_temps_removed"] != 1.0 || sum["skipped_existing"] != 1.0 {
-			t.Errorf("%s: resume summary %s", src, out)
-		}
-		extSame(t, "after resume", extFiles(t, dest), extWant(t, root))
-	}
-}
+// A kill or Ctrl-C in the middle of an extract is tested on a real
+// process in internal/extract (process_test.go).
 
 func TestExtractHostileFixture(t *testing.T) {
 	if os.Geteuid() != 0 {

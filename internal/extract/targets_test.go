@@ -168,3 +168,106 @@ func TestExtractToFATEscapesNames(t *testing.T) {
 		t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
 	}
 }
+
+// exfatVolume makes an exFAT image, mounts it with exfat-fuse and returns
+// the mount point; it is unmounted in cleanup.
+func exfatVolume(t *testing.T) string {
+	t.Helper()
+	fixtures.RequireTool(t, "mkfs.exfat", "mount.exfat-fuse", "fusermount3")
+	fixtures.RequireFUSE(t)
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "exfat.img"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	mkfs, _ := fixtures.LookTool("mkfs.exfat")
+	if out, err := exec.Command(mkfs, img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.exfat: %v\n%s", err, out)
+	}
+	dev := img
+	if os.Geteuid() == 0 {
+		// As root, exfat-fuse mounts with the blkdev option, which needs a
+		// block device: attach the image to a loop device.
+		fixtures.RequireTool(t, "losetup")
+		losetup, _ := fixtures.LookTool("losetup")
+		out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("losetup: %v\n%s", err, out)
+		}
+		dev = strings.TrimSpace(string(out))
+		t.Cleanup(func() {
+			if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
+				t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
+			}
+		})
+	}
+	mount, _ := fixtures.LookTool("mount.exfat-fuse")
+	if out, err := exec.Command(mount, dev, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount.exfat-fuse: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+			t.Errorf("fusermount3 -u %s: %v\n%s", mnt, err, out)
+		}
+	})
+	return mnt
+}
+
+// A real exFAT volume (exfat-fuse, as on most USB disks a technician
+// brings): Windows names are escaped and collisions kept, non-ASCII names
+// are written as they are (exFAT stores UTF-16), every file comes back
+// byte for byte, and --skip-existing recognises every file at exFAT's
+// time precision (exfat-fuse keeps whole seconds only).
+func TestExtractToExFAT(t *testing.T) {
+	mnt := exfatVolume(t)
+	sp := fixtures.USMT4(t, t.TempDir())
+	docs := filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents")
+	big := fixtures.PseudoRandom("extract/exfat-big.bin", 20<<20) // a big file: its own batch
+	for name, data := range map[string]string{"a:b?.txt": "colon", "CON.txt": "device", "Case.txt": "upper",
+		"case.txt": "lower", "trail.": "dot", "100%41": "percent", "résumé.docx": "accents", "big.bin": string(big)} {
+		if err := os.WriteFile(filepath.Join(docs, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := store.Open(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dest := filepath.Join(mnt, "restore")
+	res, err := Run(context.Background(), s, Options{Dest: dest, Continue: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Names != "windows" || !strings.Contains(res.Target, "fuse") || res.Problems() != 0 {
+		t.Fatalf("names %q target %q problems %+v %+v", res.Names, res.Target, res.Failed, res.Refused)
+	}
+	if res.CollisionCount != 1 || res.EscapedCount != 4 {
+		t.Errorf("collisions %d escaped %d: %+v", res.CollisionCount, res.EscapedCount, res.Escaped)
+	}
+	got, want := destFiles(t, dest), storeFiles(t, s)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: missing or different after unescaping (have %d files)", k, len(got))
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d files, want %d", len(got), len(want))
+	}
+	for _, name := range []string{"a%3Ab%3F.txt", "résumé.docx", "%43ON.txt"} {
+		if _, err := os.Stat(filepath.Join(dest, "C/Users/jdoe/Documents", name)); err != nil {
+			t.Error(err)
+		}
+	}
+	if tmps := tmpsIn(t, dest); len(tmps) != 0 {
+		t.Errorf("temporary files left: %v", tmps)
+	}
+	res, err = Run(context.Background(), s, Options{Dest: dest, SkipExisting: true})
+	if err != nil || res.Files != 0 || res.SkippedExisting != int64(len(want)) {
+		t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
+	}
+}

@@ -63,7 +63,8 @@ type writer struct {
 	lockFd   int
 	noXattr  bool // the target refused user.* xattrs
 	progress func(files, bytes int64)
-	buf      []byte
+	buf      []byte   // one read of a small file
+	raBufs   [][]byte // the read-ahead buffers (startReadAhead)
 
 	// Files are made durable in batches: written under temporary names,
 	// then one syncfs for the batch, then renamed (see flush). On FUSE
@@ -121,10 +122,13 @@ type batch struct {
 // before it returns.
 var syncBatch = func(fd int, ops []pendingOp) error { return unix.Syncfs(fd) }
 
-// A batch is flushed when it holds flushFiles files or flushBytes bytes,
-// when it is older than flushAge, and before a file of bigFile bytes or
-// more is copied: so a run killed in the middle of a big file loses at
-// most that file, and a resumed run skips everything before it.
+// A batch is closed (handed to the flusher) when it holds flushFiles
+// files or flushBytes bytes, when it is older than flushAge, and before and
+// after a file of bigFile bytes or more: a big file is its own batch, made
+// durable and renamed while the next files are written. With one batch in
+// flight and one being written, a run killed at any point leaves at most
+// two batches under temporary names; a resumed run writes them again and
+// skips everything renamed before.
 const (
 	flushFiles = 1024
 	flushBytes = 512 << 20
@@ -771,10 +775,15 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 		}
 		return err
 	}
-	if e.Size >= bigFile && (len(w.pending) > 0 || w.inflight != nil) {
-		// Everything before a big file is in place before it is copied: a
-		// run killed in the middle of it loses only that file.
-		if err := w.flush(); err != nil {
+	if e.Size >= bigFile && len(w.pending) > 0 {
+		// The files before a big one are handed to the flusher before it
+		// is copied, without waiting for their syncfs: they become durable
+		// and get their real names while the big file is written, so a
+		// run killed in the middle of it loses little more than that file
+		// (at most the batch still in flight), and a resumed run skips the
+		// rest. Waiting here for the syncfs was most of the extra time over
+		// a non-flushing tar (docs/benchmarks.md).
+		if err := w.submit(); err != nil {
 			return err
 		}
 	} else if len(w.pending) > 0 && time.Since(w.pendingSince) > flushAge {
@@ -867,12 +876,50 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 // copy_file_range then moves the data inside the kernel.
 type fdFile interface{ Fd() uintptr }
 
+// Writeback is started on a file's data as it is written (see kick):
+// every writebackChunk bytes, and at its end when it has writebackMin
+// bytes or more. Smaller files are left to the batch's syncfs, which
+// writes many of them together.
+const (
+	writebackChunk = 8 << 20
+	writebackMin   = 1 << 20
+	// readBuf is one read of the source. A file larger than that is read
+	// (for an archive: decoded and verified) by a goroutine up to
+	// readAhead reads ahead of the writes.
+	readBuf   = 1 << 20
+	readAhead = 6
+)
+
+// kick asks the kernel to start writing [off, off+n) of fd to disk now,
+// without waiting for it (SYNC_FILE_RANGE_WRITE): the disk then works
+// while the next data is decoded and written, and the batch's syncfs
+// later finds little left to write. It is only a hint: durability still
+// comes from the syncfs before the rename, so errors are ignored (a
+// failing disk fails the syncfs). FUSE targets fsync each file anyway.
+func (w *writer) kick(fd int, off, n int64) {
+	if w.perFileSync || n <= 0 {
+		return
+	}
+	unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
 // copyData copies size bytes of src to out, checking the context and
 // reporting progress between chunks.
 func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, error) {
-	var off int64
+	var off, kicked int64
+	dfd := int(out.Fd())
+	// wrote accounts for n bytes written at off: progress, and writeback
+	// started every writebackChunk bytes.
+	wrote := func(n int) {
+		off += int64(n)
+		w.progress(0, int64(n))
+		if off-kicked >= writebackChunk {
+			w.kick(dfd, kicked, off-kicked)
+			kicked = off
+		}
+	}
 	if ff, ok := src.(fdFile); ok && size > 0 {
-		sfd, dfd := int(ff.Fd()), int(out.Fd())
+		sfd := int(ff.Fd())
 		for off < size {
 			if err := w.ctx.Err(); err != nil {
 				return off, err
@@ -898,41 +945,128 @@ func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, erro
 			if n == 0 {
 				return off, fmt.Errorf("the file ended at %d bytes, shorter than listed: %w", off, store.ErrChanged)
 			}
-			off += int64(n)
-			w.progress(0, int64(n))
-		}
-		if off == size {
-			return off, nil
+			wrote(n)
 		}
 	}
-	if w.buf == nil {
-		w.buf = make([]byte, 1<<20)
+	// Through memory: one read for a small file, else a read-ahead
+	// goroutine, so that decoding the next piece and writing this one use
+	// both CPUs, as zstd and tar do in a pipeline.
+	var next func(want int) ([]byte, error)
+	if size-off <= readBuf {
+		if w.buf == nil {
+			w.buf = make([]byte, readBuf)
+		}
+		next = func(want int) ([]byte, error) {
+			n, err := src.ReadAt(w.buf[:want], off)
+			return w.buf[:n], err
+		}
+	} else {
+		ra := w.startReadAhead(src, off, size)
+		defer ra.stop()
+		next = ra.next
 	}
 	for off < size {
 		if err := w.ctx.Err(); err != nil {
 			return off, err
 		}
-		want := int(min(int64(len(w.buf)), size-off))
-		n, err := src.ReadAt(w.buf[:want], off)
-		if n > 0 {
-			if _, werr := out.Write(w.buf[:n]); werr != nil {
+		want := int(min(readBuf, size-off))
+		b, err := next(want)
+		if len(b) > 0 {
+			if _, werr := out.Write(b); werr != nil {
 				if isFatalWriteErr(werr) {
 					return off, &fatalError{werr}
 				}
 				// The destination refused this file (EFBIG on FAT, ...).
 				return off, problem("failed", "writing to the target failed: %v", werr)
 			}
-			off += int64(n)
-			w.progress(0, int64(n))
+			wrote(len(b))
 		}
-		if n < want {
+		if len(b) < want {
 			if err == nil || err == io.EOF {
 				return off, fmt.Errorf("the file ended at %d bytes, shorter than listed: %w", off, store.ErrChanged)
 			}
 			return off, err
 		}
 	}
+	if size >= writebackMin {
+		w.kick(dfd, kicked, off-kicked)
+	}
 	return off, nil
+}
+
+// readAheader reads a file's pieces in order on its own goroutine.
+type readAheader struct {
+	ch   chan piece  // pieces read, in order; closed after the last
+	free chan []byte // buffers written out, for the reader to fill again
+	quit chan struct{}
+	done chan struct{}
+	held []byte // the piece the writer holds, freed at the next call
+}
+
+type piece struct {
+	b   []byte
+	err error
+}
+
+// startReadAhead starts reading src from off to size in readBuf pieces.
+// The buffers (w.raBufs) are reused from file to file: stop waits for the
+// reader, so no buffer is in use after it.
+func (w *writer) startReadAhead(src store.File, off, size int64) *readAheader {
+	if w.raBufs == nil {
+		for i := 0; i < readAhead+1; i++ {
+			w.raBufs = append(w.raBufs, make([]byte, readBuf))
+		}
+	}
+	r := &readAheader{ch: make(chan piece, readAhead), free: make(chan []byte, len(w.raBufs)),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	for _, b := range w.raBufs {
+		r.free <- b
+	}
+	go func() {
+		defer close(r.done)
+		defer close(r.ch)
+		for off < size {
+			var b []byte
+			select {
+			case b = <-r.free:
+			case <-r.quit:
+				return
+			}
+			want := int(min(readBuf, size-off))
+			n, err := src.ReadAt(b[:want], off)
+			select {
+			case r.ch <- piece{b: b[:n], err: err}:
+			case <-r.quit:
+				return
+			}
+			if n < want {
+				return // the writer stops at a short read
+			}
+			off += int64(n)
+		}
+	}()
+	return r
+}
+
+// next returns the next piece (want bytes unless the file is short) and
+// hands the previous one back to the reader.
+func (r *readAheader) next(want int) ([]byte, error) {
+	if r.held != nil {
+		r.free <- r.held[:cap(r.held)]
+		r.held = nil
+	}
+	p, ok := <-r.ch
+	if !ok {
+		return nil, io.ErrUnexpectedEOF
+	}
+	r.held = p.b
+	return p.b, p.err
+}
+
+// stop ends the reader and waits for it.
+func (r *readAheader) stop() {
+	close(r.quit)
+	<-r.done
 }
 
 // applyMeta sets the times (ns precision) and, where the target keeps

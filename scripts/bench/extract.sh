@@ -11,9 +11,13 @@
 # Every run writes to a fresh folder on the same file system; the page cache
 # is warm (the inputs were just written), as on a second run in the field.
 # usmtkit makes every file durable before it gets its real name (one syncfs
-# per batch, in the background while the next batch is written); cp, tar
-# and unsquashfs do not sync at all, so the usmtkit numbers include
-# flushing the data to disk and the others do not.
+# per batch, in the background while the next batch is written, with
+# writeback started as each file is written); cp, tar and unsquashfs do not
+# sync at all, so the usmtkit numbers include flushing the data to disk and
+# the others do not (the "; sync" rows do the same flushing).
+# The machine this was tuned on is a noisy 2-vCPU VM: run it several times
+# and compare medians. USMTKIT_CPUPROFILE=FILE makes usmtkit write a CPU
+# profile of its run (go tool pprof -top BINARY FILE).
 # Goal: extract from an archive no slower than zstd -dc | tar -x.
 # Set BENCH_DIR to keep the data somewhere else than a temp folder;
 # KEEP=1 keeps it afterwards.

@@ -131,3 +131,40 @@ func TestEncodersRoundTrip(t *testing.T) {
 		t.Errorf("archive sizes differ by more than 5%%: go %d, c %d", g, c)
 	}
 }
+
+// TestWholeFrameDecoders: the C and the Go decoder (whichever are built
+// in) decode a chunk frame alike, and report a checksum mismatch with the
+// same error, so reports do not depend on the build.
+func TestWholeFrameDecoders(t *testing.T) {
+	enc, err := newChunkEncoderFor(EncoderGo, LevelDefault, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.close()
+	src := fixtures.Text("whole frame", 700<<10)
+	good, err := enc.appendFrame(nil, src, xxhash.Sum64(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := enc.appendFrame(nil, src, xxhash.Sum64(src)+1)
+	defer func() { forceGoDecoder = false }()
+	for _, goDec := range []bool{true, false} {
+		if !goDec && !cDecoderBuiltIn {
+			continue
+		}
+		forceGoDecoder = goDec
+		got, err := decodeWholeFrame(good, len(src))
+		if err != nil || !bytes.Equal(got, src) {
+			t.Errorf("go decoder %v: %v (equal %v)", goDec, err, bytes.Equal(got, src))
+		}
+		if _, err := decodeWholeFrame(bad, len(src)); err == nil || err.Error() != zstd.ErrCRCMismatch.Error() {
+			t.Errorf("go decoder %v: wrong checksum gave %v", goDec, err)
+		}
+		if _, err := decodeWholeFrame(good[:len(good)/2], len(src)); err == nil {
+			t.Errorf("go decoder %v: a cut frame decoded", goDec)
+		}
+		if got, err := decodeWholeFrame(good, len(src)-1); err == nil && len(got) == len(src) {
+			t.Errorf("go decoder %v: more bytes than wanted came back", goDec)
+		}
+	}
+}

@@ -51,12 +51,12 @@ func CheckEncoder(which string) error {
 }
 
 // newChunkEncoderFor returns the encoder named by which ("" picks the
-// fastest built in) for threads concurrent workers.
+// fastest built in: C when there is cgo) for threads concurrent workers.
 func newChunkEncoderFor(which string, l Level, threads int) (chunkEncoder, error) {
 	if err := CheckEncoder(which); err != nil {
 		return nil, err
 	}
-	if which == EncoderC {
+	if which == EncoderC || (which == "" && cEncoderBuiltIn) {
 		return newCChunkEncoder(l, threads)
 	}
 	return newGoChunkEncoder(l, threads)

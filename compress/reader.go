@@ -75,6 +75,9 @@ type Archive struct {
 	t     *toc
 	info  store.Info
 	cache *chunkCache
+	// ahead holds a token per background decode running (decodeAhead):
+	// at most maxAhead chunks are decoded ahead of sequential readers.
+	ahead chan struct{}
 }
 
 var _ store.Store = (*Archive)(nil)
@@ -144,7 +147,7 @@ func open(f *os.File, path string, opts ReaderOptions) (*Archive, error) {
 }
 
 func newArchive(r io.ReaderAt, path string, size int64, ft *footer, t *toc, opts ReaderOptions) *Archive {
-	a := &Archive{f: r, path: path, size: size, ft: ft, t: t}
+	a := &Archive{f: r, path: path, size: size, ft: ft, t: t, ahead: make(chan struct{}, maxAhead)}
 	cb := opts.CacheBytes
 	if cb == 0 {
 		cb = DefaultCacheBytes
@@ -510,10 +513,20 @@ type archiveFile struct {
 	// next is where the last read ended: a read starting near it is part
 	// of a sequential walk (see ReadAtFresh).
 	next atomic.Int64
+	// walking: the last read started near the end of the one before it.
+	walking atomic.Bool
+	// closed stops decodes ahead that have not started yet.
+	closed atomic.Bool
 }
 
-func (f *archiveFile) Size() int64  { return f.size }
-func (f *archiveFile) Close() error { return nil }
+func (f *archiveFile) Size() int64 { return f.size }
+
+// Close implements store.File. A decode ahead already running finishes
+// into the cache (one chunk at most); none is started any more.
+func (f *archiveFile) Close() error {
+	f.closed.Store(true)
+	return nil
+}
 
 // seqSlack is how far from the end of the previous read a read may start
 // and still count as sequential: the kernel's readahead sends requests of
@@ -538,39 +551,79 @@ func (f *archiveFile) ReadAt(p []byte, off int64) (int, error) {
 // read (partial decode, docs/mount.md): the chunk's xxhash64 and zstd
 // checksum are checked once a later read completes the chunk.
 func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, data []byte)) (int, error) {
+	_, n, err := f.read(p, off, fresh, false)
+	return n, err
+}
+
+// ReadSpan is ReadAtFresh without the copy when it can: if the bytes
+// asked for lie in one chunk, it returns them as a slice of the decoded
+// chunk (read-only: decoded data is never modified, and it may be kept,
+// e.g. until a FUSE reply is written), else it fills p and returns p[:n].
+// A short result with io.EOF means the end of the file.
+func (f *archiveFile) ReadSpan(p []byte, off int64, fresh func(off int64, data []byte)) ([]byte, error) {
+	b, n, err := f.read(p, off, fresh, true)
+	if b == nil {
+		b = p[:n]
+	}
+	return b, err
+}
+
+// read serves ReadAtFresh and ReadSpan; with span set, a read inside one
+// chunk returns that chunk's bytes instead of copying them into p.
+func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byte), span bool) ([]byte, int, error) {
 	if off < 0 {
-		return 0, &store.PathError{Op: "reading", Path: f.path, Err: errors.New("negative offset")}
+		return nil, 0, &store.PathError{Op: "reading", Path: f.path, Err: errors.New("negative offset")}
 	}
 	if off >= f.size {
-		return 0, io.EOF
+		return nil, 0, io.EOF
 	}
 	if f.a.t.flags(f.idx)&entIncomplete != 0 {
-		return 0, &store.PathError{Op: "reading", Path: f.path, Err: fmt.Errorf("%w: the source could not be read completely when the archive was written; the archive holds zeros", store.ErrCorrupt)}
+		return nil, 0, &store.PathError{Op: "reading", Path: f.path, Err: fmt.Errorf("%w: the source could not be read completely when the archive was written; the archive holds zeros", store.ErrCorrupt)}
 	}
 	end := min(off+int64(len(p)), f.size)
 	// Note where this read ends before decoding: the kernel sends the next
 	// readahead request before this one is answered.
 	prev := f.next.Swap(end)
-	seq := off == 0 || (off >= prev-seqSlack && off <= prev+seqSlack)
+	// A read near the previous one continues a walk only when the one
+	// before it did too (or it starts exactly where the last ended, or at
+	// 0): one random read in ten of a 20 MiB file lands within seqSlack of
+	// the last, and taking it for a walk cost a whole-chunk decode, a
+	// decode ahead and no page cache hand-over.
+	near := off >= prev-seqSlack && off <= prev+seqSlack
+	seq := off == 0 || off == prev || near && f.walking.Load()
+	f.walking.Store(seq || near)
 	k := searchEnds(f.ends, off)
+	if seq {
+		// Decode the chunk after the one this read ends in while the
+		// reader consumes this one.
+		f.a.decodeAhead(f, searchEnds(f.ends, end-1)+1)
+	}
+	want := int(end - off)
 	n := 0
-	for n < len(p) && k < len(f.ends) {
+	for n < want && k < len(f.ends) {
 		start := f.chunkStart(k)
 		need := int(min(end, f.ends[k]) - start)
 		data, from, err := f.a.chunkData(f, uint32(k), need, seq)
 		if err != nil {
-			return n, err
+			return nil, n, err
 		}
 		if from >= 0 && from < len(data) && fresh != nil && !seq {
 			fresh(start+int64(from), data[from:])
+		}
+		if span && n == 0 && end <= f.ends[k] {
+			b := data[off-start : need : need]
+			if len(b) < len(p) {
+				return b, len(b), io.EOF
+			}
+			return b, len(b), nil
 		}
 		n += copy(p[n:], data[off+int64(n)-start:need])
 		k++
 	}
 	if n < len(p) {
-		return n, io.EOF
+		return nil, n, io.EOF
 	}
-	return n, nil
+	return nil, n, nil
 }
 
 func (f *archiveFile) chunkStart(k int) int64 {
@@ -602,14 +655,20 @@ func searchEnds(ends []int64, off int64) int {
 // fails the same way.
 func (a *Archive) chunkData(f *archiveFile, k uint32, need int, full bool) (data []byte, from int, err error) {
 	c := f.first + k
-	n := uint32(len(f.ends))
-	cc := a.cache
-	ent, err := cc.entry(c, int64(a.t.chunk(c).uSize))
+	ent, err := a.cache.entry(c, int64(a.t.chunk(c).uSize))
 	if err != nil {
 		return nil, -1, f.chunkError(k, err)
 	}
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
+	return a.fill(f, k, ent, need, full)
+}
+
+// fill is chunkData for an entry whose lock the caller holds.
+func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, need int, full bool) (data []byte, from int, err error) {
+	c := f.first + k
+	n := uint32(len(f.ends))
+	cc := a.cache
 	if ent.err != nil {
 		return nil, -1, f.chunkError(k, ent.err)
 	}
@@ -636,8 +695,46 @@ func (f *archiveFile) chunkError(k uint32, err error) error {
 }
 
 // framePool holds buffers for compressed frames read from the archive; the
-// decoded data is allocated fresh because the cache keeps it.
-var framePool = sync.Pool{New: func() any { return new([]byte) }}
+// decoded data is allocated fresh because the cache keeps it. It is a
+// small free list rather than a sync.Pool: a sync.Pool is emptied by
+// every garbage collection, which (with a chunk decoded every few
+// milliseconds) made most frame reads allocate and zero a new buffer of up
+// to a compressed chunk's size, a fifth of a random read's cost. At most
+// maxPooledFrames buffers are kept; more concurrent decodes allocate and
+// drop theirs.
+var framePool = frameBufs{free: make(chan *[]byte, maxPooledFrames)}
+
+// maxPooledFrames: one buffer (up to a compressed chunk, about 4 MiB at
+// the default chunk size) covers the usual case, one decode at a time per
+// reader plus the decode ahead, at the cost of one allocation for the
+// second of two overlapping decodes; each kept buffer stays in memory.
+const maxPooledFrames = 1
+
+// maxPooledFrameBytes bounds a kept buffer: the frame of a default 4 MiB
+// chunk, incompressible, fits.
+const maxPooledFrameBytes = 2 * DefaultChunkSize
+
+// frameBufs is a bounded free list of frame buffers.
+type frameBufs struct{ free chan *[]byte }
+
+func (p *frameBufs) Get() any {
+	select {
+	case bp := <-p.free:
+		return bp
+	default:
+		return new([]byte)
+	}
+}
+
+func (p *frameBufs) Put(bp *[]byte) {
+	if cap(*bp) > maxPooledFrameBytes {
+		return // archives with big chunks: not kept for ever
+	}
+	select {
+	case p.free <- bp:
+	default:
+	}
+}
 
 // readFrame reads the first n bytes of chunk c's frame into a pooled
 // buffer; put it back with framePool.Put(bp).
@@ -672,11 +769,7 @@ func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, erro
 	if last {
 		want += int(tarPad(fileSize))
 	}
-	dec, err := chunkDecoder()
-	if err != nil {
-		return nil, err
-	}
-	data, err := dec.DecodeAll(frame, make([]byte, 0, want))
+	data, err := decodeWholeFrame(frame, want)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
 	}
@@ -732,38 +825,48 @@ func (a *Archive) decodeRange(c uint32, last bool, fileSize int64, need int, ful
 		return nil, false, err
 	}
 	defer framePool.Put(bp)
-	cut, err := cutFrame(frame, need, want)
-	if err == errNeedMore && n < ch.cSize {
-		if _, err := a.f.ReadAt((*bp)[n:ch.cSize], int64(ch.off)+int64(n)); err != nil {
-			return nil, false, fmt.Errorf("reading the archive: %w", err)
+	// cutFrameEst counts 128 KiB per compressed block, the most one holds;
+	// an encoder that sizes blocks to the content (the C library does) makes
+	// smaller ones, and the kept blocks then decode to less than need. The
+	// next attempt scales the target by what the blocks really gave. Each
+	// attempt changes the frame's header and a block header in place
+	// (decodePrefix, the Last_Block bit): both are put back after it.
+	var head [zstdMaxFrameHeader]byte
+	headLen := copy(head[:], frame)
+	target := need
+	for attempt := 0; ; attempt++ {
+		cut, est, lastHdr, err := cutFrameEst(frame, target, want)
+		if err == errNeedMore && len(frame) < int(ch.cSize) {
+			if _, err := a.f.ReadAt((*bp)[len(frame):ch.cSize], int64(ch.off)+int64(len(frame))); err != nil {
+				return nil, false, fmt.Errorf("reading the archive: %w", err)
+			}
+			frame = (*bp)[:ch.cSize]
+			cut, est, lastHdr, err = cutFrameEst(frame, target, want)
 		}
-		frame = (*bp)[:ch.cSize]
-		cut, err = cutFrame(frame, need, want)
-	}
-	if err == errWholeFrame {
-		data, err := a.decodeChunk(c, last, fileSize)
-		return data, err == nil, err
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
-	}
-	dec, err := chunkDecoder()
-	if err != nil {
-		return nil, false, err
-	}
-	data, err := dec.DecodeAll(frame[:cut], make([]byte, 0, want))
-	if !errors.Is(err, zstd.ErrFrameSizeMismatch) {
-		if err == nil {
-			err = errors.New("the frame ends early")
+		if err == errWholeFrame {
+			data, err := a.decodeChunk(c, last, fileSize)
+			return data, err == nil, err
 		}
-		return nil, false, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+		}
+		saved := frame[lastHdr]
+		frame[lastHdr] |= 1 // Last_Block
+		data, err := decodePrefix(frame[:cut], min(est, want), want)
+		frame[lastHdr] = saved
+		copy(frame, head[:headLen])
+		if err != nil {
+			return nil, false, err
+		}
+		if len(data) >= need {
+			return data[:min(len(data), int(ch.uSize))], false, nil
+		}
+		if attempt == 2 || len(data) == 0 {
+			data, err := a.decodeChunk(c, last, fileSize)
+			return data, err == nil, err
+		}
+		target = int(int64(target)*int64(need)/int64(len(data))) + zstdMaxBlockSize
 	}
-	if len(data) < need {
-		// Blocks smaller than the format's maximum: decode it all.
-		data, err := a.decodeChunk(c, last, fileSize)
-		return data, err == nil, err
-	}
-	return data[:min(len(data), int(ch.uSize))], false, nil
 }
 
 var (
@@ -772,21 +875,37 @@ var (
 )
 
 // cutFrame finds the end of the first blocks of a zstd frame that decode
-// to at least need bytes, and marks the last of them as the frame's last
-// block (in frame, which the caller owns). want is the chunk's size with
-// its tar padding: the frame header must say so.
+// to at least need bytes if every compressed block holds 128 KiB, and
+// marks the last of them as the frame's last block (in frame, which the
+// caller owns). want is the chunk's size with its tar padding: the frame
+// header must say so.
 func cutFrame(frame []byte, need, want int) (int, error) {
+	cut, _, lastHdr, err := cutFrameEst(frame, need, want)
+	if err == nil {
+		frame[lastHdr] |= 1
+	}
+	return cut, err
+}
+
+// zstdMaxFrameHeader is the longest zstd frame header (RFC 8878 §3.1.1.1).
+const zstdMaxFrameHeader = 18
+
+// cutFrameEst is cutFrame without changing frame: it also returns the
+// most the kept blocks can decode to (128 KiB per compressed block, at
+// least need) and the offset of the last kept block's header, whose
+// Last_Block bit the caller sets to decode frame[:cut].
+func cutFrameEst(frame []byte, need, want int) (cut, est, lastHdr int, err error) {
 	var h zstd.Header
 	if err := h.Decode(frame); err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	if h.Skippable || !h.HasFCS || h.FrameContentSize != uint64(want) || h.HeaderSize <= 0 {
-		return 0, fmt.Errorf("the frame header says %d bytes, the TOC %d", h.FrameContentSize, want)
+		return 0, 0, 0, fmt.Errorf("the frame header says %d bytes, the TOC %d", h.FrameContentSize, want)
 	}
 	pos, out := h.HeaderSize, 0
 	for {
 		if pos+zstdBlockHeader > len(frame) {
-			return 0, errNeedMore
+			return 0, 0, 0, errNeedMore
 		}
 		hdr := pos
 		bh := uint32(frame[pos]) | uint32(frame[pos+1])<<8 | uint32(frame[pos+2])<<16
@@ -796,17 +915,17 @@ func cutFrame(frame []byte, need, want int) (int, error) {
 		case zstdBlockRLE:
 			body = 1
 		case zstdBlockReserved:
-			return 0, errors.New("reserved block type")
+			return 0, 0, 0, errors.New("reserved block type")
 		}
 		if size > zstdMaxBlockSize {
-			return 0, fmt.Errorf("block of %d bytes", size)
+			return 0, 0, 0, fmt.Errorf("block of %d bytes", size)
 		}
 		pos += zstdBlockHeader + body
 		if pos > len(frame) {
-			return 0, errNeedMore
+			return 0, 0, 0, errNeedMore
 		}
 		if bh&1 != 0 {
-			return 0, errWholeFrame
+			return 0, 0, 0, errWholeFrame
 		}
 		if typ == zstdBlockRaw || typ == zstdBlockRLE {
 			out += size
@@ -814,8 +933,7 @@ func cutFrame(frame []byte, need, want int) (int, error) {
 			out += zstdMaxBlockSize
 		}
 		if out >= need {
-			frame[hdr] |= 1 // Last_Block
-			return pos, nil
+			return pos, out, hdr, nil
 		}
 	}
 }

@@ -98,11 +98,12 @@
 // mounting process is root and the kernel supports it, the kernel reads
 // the backing file itself and no READ reaches this process. Otherwise, and
 // for archives, reads go through File.ReadAt; the archive keeps its own
-// bounded cache of decoded chunks. An archive file also reports what a
-// random read decoded beyond the request (ReadAtFresh); the adapter gives
-// those bytes to the kernel's page cache in the background
-// (FUSE_NOTIFY_STORE, pagecache.go), so the next read there never reaches
-// this process.
+// bounded cache of decoded chunks. An archive file answers a read inside
+// one decoded chunk with the chunk's own bytes, which the reply is written
+// from without a copy, and reports what a random read decoded beyond the
+// request (ReadSpan); the adapter gives those bytes to the kernel's page
+// cache in the background (FUSE_NOTIFY_STORE, pagecache.go), so the next
+// read there never reaches this process.
 //
 // # Errors
 //

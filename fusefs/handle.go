@@ -27,8 +27,14 @@ type fileHandle struct {
 // over the decoded bytes it did not need for the read (compress's
 // archiveFile): they go to the kernel's page cache, so that the next read
 // in that range is a page cache hit instead of a request and a decode.
+//
+// ReadSpan may answer with a slice of its own decoded data instead of
+// filling p (compress's archiveFile does when the read lies in one chunk):
+// the reply is then written from that slice, which is never modified, and
+// p (go-fuse's 1 MiB request buffer) is not even touched, which saves a
+// copy per request and keeps go-fuse's pooled buffers out of memory.
 type freshReader interface {
-	ReadAtFresh(p []byte, off int64, fresh func(off int64, data []byte)) (int, error)
+	ReadSpan(p []byte, off int64, fresh func(off int64, data []byte)) ([]byte, error)
 }
 
 // PassthroughFd implements fs.FilePassthroughFder. go-fuse registers the
@@ -40,15 +46,20 @@ func (h *fileHandle) PassthroughFd() (int, bool) { return h.fd, h.fd >= 0 }
 // store files are io.ReaderAt, which allows that.
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.fsys.reads.Add(1)
-	var n int
-	var err error
-	if h.fr != nil && h.fsys.mounted.Load() {
-		n, err = h.fr.ReadAtFresh(dest, off, func(doff int64, data []byte) {
-			h.fsys.feedCache(h.n, doff, data, off, off+int64(len(dest)))
-		})
-	} else {
-		n, err = h.f.ReadAt(dest, off)
+	if h.fr != nil {
+		var fresh func(int64, []byte)
+		if h.fsys.mounted.Load() {
+			fresh = func(doff int64, data []byte) {
+				h.fsys.feedCache(h.n, doff, data, off, off+int64(len(dest)))
+			}
+		}
+		b, err := h.fr.ReadSpan(dest, off, fresh)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, h.fsys.errno("reading", h.sp, err)
+		}
+		return fuse.ReadResultData(b), 0
 	}
+	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.fsys.errno("reading", h.sp, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -219,6 +220,7 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	}
 	defer closeStores()
 
+	tuneGC()
 	srv, err := fsys.Mount(mnt, fusefs.MountConfig{
 		FsName:     ds[0].Root,
 		AllowOther: o.AllowOther,
@@ -557,4 +559,26 @@ func umountOne(o *umountOptions, arg string) error {
 	o.notef("%s was busy, in use by: %s", real, strings.Join(who, "; "))
 	o.notef("detached it: it is gone from the tree now, and the server exits once those files are closed")
 	return nil
+}
+
+// serverGCPercent is the garbage collector's target for a serving
+// process. An archive mount allocates a decoded chunk (4 MiB by default)
+// for every chunk it decodes and go-fuse a buffer per READ, nearly all of
+// it garbage within milliseconds, over a small live heap (the chunk cache,
+// the TOC); with Go's default of 100 the heap grew to twice that before
+// each collection. Measured on the 200 MB benchmark store (peak RSS while
+// reading everything / p99 of random 4 KiB reads): 100 gave 74-87 MiB /
+// 6.2 ms, 75 gave 66-74 MiB / 6.1 ms, 50 gave 62-67 MiB / 6.9 ms (every
+// collection also empties go-fuse's buffer pools, whose refills are
+// zeroed and faulted in again). A memory limit (GOMEMLIMIT 48 MiB) gave
+// 52 MiB but 10-20 % more CPU, and a fixed limit would make a big TOC
+// collect continuously.
+const serverGCPercent = 75
+
+// tuneGC sets serverGCPercent unless GOGC says otherwise. The setting is
+// process-wide, so it belongs to the command that serves, not to fusefs.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(serverGCPercent)
+	}
 }

@@ -16,8 +16,9 @@
 # Environment: SIZE (store bytes, default 1G), WORK (scratch folder, default
 # /tmp/usmtkit-bench-mount, kept so stores are generated once), TIMEOUT
 # (seconds per phase, default 300; a phase that runs longer shows
-# "timeout"), ROWS (rows to run, default all: usmtkit-archive squashfuse
-# archivemount direct usmtkit-dir usmtkit-dir-nopt), BUILD (0: reuse the
+# "timeout"), ROWS (rows to run, default all: usmtkit-archive
+# usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir
+# usmtkit-dir-nopt), BUILD (0: reuse the
 # binaries already in $WORK/bin instead of building them), MOUNT_OPTS
 # (more options for `usmtkit mount`, e.g. "--cache-size 16"). Needs root or fusermount3, plus squashfuse, archivemount,
 # mksquashfs, zstd and tar. The page cache is warm for the backing files
@@ -59,6 +60,15 @@ if [ ! -f "$arch" ]; then
 		"$R" -mkarchive "$STORE" -out "$arch"
 	fi
 fi
+# The same store in 128 KiB chunks: compares like for like with squashfs's
+# 128 KiB blocks (a first read into a chunk decodes at most one chunk).
+arch128="$data/store.usmtkit-128k.tar.zst"
+case " ${ROWS:-usmtkit-archive-128k} " in *" usmtkit-archive-128k "*)
+	if [ ! -f "$arch128" ]; then
+		echo "usmtkit compress --chunk-size 128KiB $STORE -o $arch128" >&2
+		"$U" compress --chunk-size 128KiB "$STORE" -o "$arch128" >&2
+	fi ;;
+esac
 sqfs="$data/store.sqfs"
 [ -f "$sqfs" ] || mksquashfs "$STORE" "$sqfs" -comp zstd -quiet -no-progress >/dev/null
 tzst="$data/store.tar.zst"
@@ -77,6 +87,7 @@ wait_mounted() {
 start_server() { # KIND
 	case $1 in
 	usmtkit-archive) "$U" -q mount --view store ${MOUNT_OPTS:-} "$arch" "$MNT" & PID=$! ;;
+	usmtkit-archive-128k) "$U" -q mount --view store ${MOUNT_OPTS:-} "$arch128" "$MNT" & PID=$! ;;
 	usmtkit-dir)     "$U" -q mount --view store "$STORE" "$MNT" & PID=$! ;;
 	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough "$STORE" "$MNT" & PID=$! ;;
 	squashfuse)      squashfuse -f "$sqfs" "$MNT" & PID=$! ;;
@@ -122,7 +133,7 @@ phase() {
 	echo "$res"
 }
 
-ROWS=${ROWS:-usmtkit-archive squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
+ROWS=${ROWS:-usmtkit-archive usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
 run() { # KIND LABEL
 	case " $ROWS " in *" $1 "*) ;; *) return 0 ;; esac
 	echo 0 >"$HWMF"
@@ -130,14 +141,16 @@ run() { # KIND LABEL
 	st=$(phase "$1" stat); fl=$(phase "$1" files); fk=$(phase "$1" 4k); sq=$(phase "$1" seq)
 	local rss="-"
 	[ "$1" = direct ] || rss="$(( $(cat "$HWMF") / 1024 )) MiB"
-	printf '%-24s | %-26s | %-30s | %-30s | %-26s | %s\n' "$2" "$st" "$fl" "${fk% files=*}" "${sq% bytes=*}" "$rss"
+	printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "$2" "$st" "$fl" "${fk% files=*}" "${sq% bytes=*}" "$rss"
 }
 
 echo
 echo "store: $STORE ($(du -sh "$STORE" | cut -f1), $(find "$STORE" -type f | wc -l) files)"
-echo "archive $(du -h "$arch" | cut -f1), squashfs $(du -h "$sqfs" | cut -f1), tar.zst $(du -h "$tzst" | cut -f1); $(uname -r), $(nproc) CPUs, uid $(id -u)"
-printf '%-24s | %-26s | %-30s | %-30s | %-26s | %s\n' "" "stat every entry" "300 whole-file reads" "2000 random 4 KiB reads" "read everything" "peak RSS"
+a128=""; [ -f "$arch128" ] && a128=" ($(du -h "$arch128" | cut -f1) in 128 KiB chunks)"
+echo "archive $(du -h "$arch" | cut -f1)$a128, squashfs $(du -h "$sqfs" | cut -f1), tar.zst $(du -h "$tzst" | cut -f1); $(uname -r), $(nproc) CPUs, uid $(id -u)"
+printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "" "stat every entry" "300 whole-file reads" "2000 random 4 KiB reads" "read everything" "peak RSS"
 run usmtkit-archive "usmtkit (archive)"
+run usmtkit-archive-128k "usmtkit (archive, 128 KiB chunks)"
 run squashfuse "squashfuse (sqfs zstd)"
 run archivemount "archivemount (tar.zst)"
 echo

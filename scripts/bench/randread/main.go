@@ -7,6 +7,9 @@
 //	randread -root MNT -mode seq                 # every file once, in walk order: MB/s
 //	randread -mkarchive STORE -out X.tar.zst     # write a usmtkit archive (no CLI needed)
 //
+// -slow N (files, 4k) also prints the N slowest reads to standard error:
+// which files and offsets make the p99.
+//
 // The file list is the walk of -list-root (default -root), sorted, so
 // every file system under test reads the same files with the same seed.
 package main
@@ -34,6 +37,7 @@ func main() {
 	n := flag.Int("n", 300, "number of reads (files, 4k)")
 	seed := flag.Int64("seed", 1, "random seed")
 	minSize := flag.Int64("min-size", 1<<20, "4k mode: only files at least this big")
+	slow := flag.Int("slow", 0, "files, 4k: also print the slowest N reads (file, size, offset, latency) to stderr")
 	mk := flag.String("mkarchive", "", "write this store as a usmtkit archive to -out and exit")
 	out := flag.String("out", "", "archive path for -mkarchive")
 	flag.Parse()
@@ -57,6 +61,7 @@ func main() {
 		os.Exit(1)
 	}
 	rng := rand.New(rand.NewSource(*seed))
+	var samples []sample
 	switch *mode {
 	case "files":
 		lat := make([]time.Duration, 0, *n)
@@ -68,7 +73,9 @@ func main() {
 				fail(err)
 			}
 			lat = append(lat, time.Since(t0))
+			samples = append(samples, sample{f, 0, lat[len(lat)-1]})
 		}
+		printSlow(samples, *slow)
 		fmt.Printf("p50=%s p99=%s n=%d\n", pct(lat, 50), pct(lat, 99), len(lat))
 	case "4k":
 		var big []file
@@ -99,7 +106,9 @@ func main() {
 				fail(err)
 			}
 			lat = append(lat, time.Since(t0))
+			samples = append(samples, sample{f, off, lat[len(lat)-1]})
 		}
+		printSlow(samples, *slow)
 		fmt.Printf("p50=%s p99=%s n=%d files=%d\n", pct(lat, 50), pct(lat, 99), len(lat), len(big))
 	case "seq":
 		buf := make([]byte, 1<<20)
@@ -115,6 +124,20 @@ func main() {
 		fmt.Printf("MB/s=%.0f bytes=%d seconds=%.2f\n", float64(total)/1e6/el.Seconds(), total, el.Seconds())
 	default:
 		fail(fmt.Errorf("unknown -mode %q", *mode))
+	}
+}
+
+type sample struct {
+	f   file
+	off int64
+	d   time.Duration
+}
+
+// printSlow prints the n slowest reads: what the p99 is made of.
+func printSlow(s []sample, n int) {
+	sort.Slice(s, func(i, j int) bool { return s[i].d > s[j].d })
+	for _, x := range s[:min(n, len(s))] {
+		fmt.Fprintf(os.Stderr, "slow: %s size=%d off=%d %s\n", x.f.rel, x.f.size, x.off, x.d.Round(time.Microsecond))
 	}
 }
 

@@ -18,6 +18,9 @@ var (
 	_ gofs.NodeStatfser       = (*node)(nil)
 	_ gofs.NodeGetxattrer     = (*node)(nil)
 	_ gofs.NodeListxattrer    = (*node)(nil)
+	_ gofs.NodeReader         = (*node)(nil) // reads without a handle (openless.go)
+	_ gofs.NodeFlusher        = (*node)(nil)
+	_ gofs.NodeOnForgetter    = (*node)(nil)
 
 	// Writes, all answered with EROFS.
 	_ gofs.NodeSetattrer     = (*node)(nil)

@@ -93,7 +93,10 @@
 //
 // Open opens the store file and returns FOPEN_KEEP_CACHE (the data never
 // changes) and FOPEN_NOFLUSH (nothing is written, so close(2) sends no
-// FLUSH). A handle whose store file has a descriptor (directory stores)
+// FLUSH). When every store of the mount is an archive, Open answers ENOSYS
+// instead and the kernel (FUSE_NO_OPEN_SUPPORT) opens every file without
+// OPEN or RELEASE requests; the node then serves READs by itself from a
+// bounded LRU of open store files (openless.go). A handle whose store file has a descriptor (directory stores)
 // offers it for FUSE passthrough (fs.FilePassthroughFder): when the
 // mounting process is root and the kernel supports it, the kernel reads
 // the backing file itself and no READ reaches this process. Otherwise, and

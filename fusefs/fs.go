@@ -74,6 +74,10 @@ type FS struct {
 	feeding  chan struct{} // tokens of the goroutines writing to the page cache
 	fed      atomic.Int64  // bytes given to the page cache
 	feedOff  atomic.Bool   // the kernel refused a store: stop trying
+	noOpen   atomic.Bool   // Open answers ENOSYS: the kernel opens files without asking (openless.go)
+	kept     openFiles     // store files of handle-less reads
+	handles  atomic.Int64  // OPEN requests answered with a file handle (tests)
+	flushes  atomic.Int64  // FLUSH requests (tests)
 }
 
 // tree is one store as shown in the mount.
@@ -145,7 +149,9 @@ func newFS(o Options) *FS {
 		o.Logger = log.New(os.Stderr, "usmtkit: ", 0)
 	}
 	o.Umask &= 0o777
-	return &FS{opts: o, born: time.Now(), feeding: make(chan struct{}, maxFeeders)}
+	f := &FS{opts: o, born: time.Now(), feeding: make(chan struct{}, maxFeeders)}
+	f.kept.max = maxOpenFiles
+	return f
 }
 
 func (f *FS) logf(format string, a ...any) { f.opts.Logger.Printf(format, a...) }

@@ -45,25 +45,32 @@ func (h *fileHandle) PassthroughFd() (int, bool) { return h.fd, h.fd >= 0 }
 // Read implements fs.FileReader. Reads may run concurrently on one handle:
 // store files are io.ReaderAt, which allows that.
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h.fsys.reads.Add(1)
-	if h.fr != nil {
+	return h.fsys.readStore(h.n, h.f, h.fr, dest, off)
+}
+
+// readStore serves a READ of node n from its open store file sf (fr is
+// sf when it is a freshReader, else nil), with a handle or without one
+// (openless.go).
+func (f *FS) readStore(n *node, sf store.File, fr freshReader, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.reads.Add(1)
+	if fr != nil {
 		var fresh func(int64, []byte)
-		if h.fsys.mounted.Load() {
+		if f.mounted.Load() {
 			fresh = func(doff int64, data []byte) {
-				h.fsys.feedCache(h.n, doff, data, off, off+int64(len(dest)))
+				f.feedCache(n, doff, data, off, off+int64(len(dest)))
 			}
 		}
-		b, err := h.fr.ReadSpan(dest, off, fresh)
+		b, err := fr.ReadSpan(dest, off, fresh)
 		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, h.fsys.errno("reading", h.sp, err)
+			return nil, f.errno("reading", n.sp, err)
 		}
 		return fuse.ReadResultData(b), 0
 	}
-	n, err := h.f.ReadAt(dest, off)
+	c, err := sf.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.fsys.errno("reading", h.sp, err)
+		return nil, f.errno("reading", n.sp, err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultData(dest[:c]), 0
 }
 
 // Release implements fs.FileReleaser.
@@ -78,10 +85,14 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 type textHandle struct{ data string }
 
 func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(len(h.data)) {
-		return fuse.ReadResultData(nil), 0
+	return readText(h.data, dest, off), 0
+}
+
+func readText(data string, dest []byte, off int64) fuse.ReadResult {
+	if off >= int64(len(data)) {
+		return fuse.ReadResultData(nil)
 	}
-	return fuse.ReadResultData(dest[:copy(dest, h.data[off:])]), 0
+	return fuse.ReadResultData(dest[:copy(dest, data[off:])])
 }
 
 // dirHandle is an open directory: its listing, read once at open.

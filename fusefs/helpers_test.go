@@ -303,10 +303,22 @@ func (nf *nodeFS) open(p string) (gofs.FileHandle, error) {
 		return nil, err
 	}
 	fh, _, errno := n.Open(nf.ctx, syscall.O_RDONLY)
+	if errno == syscall.ENOSYS && n.fsys.noOpen.Load() {
+		// Opened without a handle, as the kernel does (openless.go).
+		return nodeReadHandle{n}, nil
+	}
 	if errno != 0 {
 		return nil, errno
 	}
 	return fh, nil
+}
+
+// nodeReadHandle reads a file opened without a handle: through the node,
+// with a nil FileHandle, as go-fuse does for READs with file handle 0.
+type nodeReadHandle struct{ n *node }
+
+func (h nodeReadHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return h.n.Read(ctx, nil, dest, off)
 }
 
 func release(fh gofs.FileHandle) {

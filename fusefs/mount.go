@@ -102,6 +102,9 @@ func (f *FS) Mount(mnt string, c MountConfig) (*Server, error) {
 	}
 	s := &Server{Server: srv, Mountpoint: mnt, fsys: f}
 	f.mounted.Store(true)
+	// Requests may already arrive: until this is set files are opened
+	// with handles, which keep working after it (openless.go).
+	f.noOpen.Store(f.archivesOnly() && srv.KernelSettings().Flags64()&fuse.CAP_NO_OPEN_SUPPORT != 0)
 	if os.Geteuid() == 0 {
 		tuneReadahead(mnt)
 	}

@@ -270,6 +270,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	if n.fsys.noOpen.Load() && (n.kind == kindText || n.kind == kindEntry && n.e.Type != store.TypeDir) {
+		// No handle: the kernel opens this and every later file of the
+		// mount by itself, and Read serves them (openless.go).
+		return nil, 0, syscall.ENOSYS
+	}
 	switch {
 	case n.kind == kindText:
 		return &textHandle{data: n.note}, openFlags, 0
@@ -282,6 +287,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if err != nil {
 		return nil, 0, n.fsys.errno("opening", n.sp, err)
 	}
+	n.fsys.handles.Add(1)
 	h := &fileHandle{f: sf, n: n, fsys: n.fsys, sp: n.sp, fd: -1}
 	if n.t.passthrough {
 		if d, ok := sf.(interface{ Fd() uintptr }); ok {

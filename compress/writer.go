@@ -233,7 +233,7 @@ type writer struct {
 	filesDone int64
 	lastProg  time.Time
 	wbDone    int64 // output bytes handed to startWriteback
-	bw        *bufio.Writer
+	bw        archiveOut
 	out       *os.File
 }
 
@@ -304,6 +304,12 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 	defer w.chunkEnc.close()
 	w.res.Encoder = w.chunkEnc.name()
 	w.bw = bufio.NewWriterSize(out, outBufSize)
+	if w.canRewind {
+		if d, ok := newDirectOut(out); ok {
+			w.bw = d
+			defer d.stop()
+		}
+	}
 
 	var wg sync.WaitGroup
 	for range opts.Threads {
@@ -889,6 +895,9 @@ const writebackStep = 32 << 20
 // far (without waiting), so the fsync before the footer finds little left
 // to do: disk writes overlap compression instead of following it.
 func (w *writer) startWriteback() {
+	if d, ok := w.bw.(*directOut); ok && d.after == nil {
+		return // direct writes bypass the page cache
+	}
 	flushed := w.off - int64(w.bw.Buffered())
 	if flushed-w.wbDone < writebackStep {
 		return

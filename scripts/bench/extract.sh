@@ -20,7 +20,9 @@
 # profile of its run (go tool pprof -top BINARY FILE).
 # Goal: extract from an archive no slower than zstd -dc | tar -x.
 # Set BENCH_DIR to keep the data somewhere else than a temp folder;
-# KEEP=1 keeps it afterwards.
+# KEEP=1 keeps it afterwards, and a later run with the same BENCH_DIR
+# reuses it (the archive is rebuilt). RUNS (default 3) rounds alternate
+# the tools; the table shows medians.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PATH:/usr/local/go/bin:/sbin:/usr/sbin"
@@ -40,10 +42,17 @@ done
 
 echo "== building usmtkit and $SIZE of profile data in $WORK"
 go build -o "$WORK/usmtkit" ./cmd/usmtkit
-go run ./fixtures/cmd/mkstore -kind profile -size "$SIZE" -out "$WORK/data" >/dev/null
 STORE=$WORK/data/store
 ARCHIVE=$WORK/store.tar.zst
 SQFS=$WORK/store.sqfs
+if [ -d "$STORE" ] && [ -f "$SQFS" ]; then
+  echo "(reusing the data in $WORK; remove it to generate new data)"
+  rm -f "$ARCHIVE" # rebuilt by this build's compress
+else
+  rm -rf "$WORK/data" "$SQFS"
+  go run ./fixtures/cmd/mkstore -kind profile -size "$SIZE" -out "$WORK/data" >/dev/null
+  mksquashfs "$STORE" "$SQFS" -comp zstd -noappend -quiet >/dev/null
+fi
 
 # The archive: with usmtkit compress when the CLI has it, else through the
 # compress package directly (a throw-away main package, removed on exit).
@@ -76,34 +85,35 @@ func main() {
 GO
   go run "./$helper" "$STORE" "$ARCHIVE"
 fi
-mksquashfs "$STORE" "$SQFS" -comp zstd -noappend -quiet >/dev/null
 
 bytes=$(du -sb --apparent-size "$STORE" | cut -f1)
 files=$(find "$STORE" -type f | wc -l)
 echo "data: $files files, $((bytes / 1048576)) MiB; archive $(( $(stat -c %s "$ARCHIVE") / 1048576 )) MiB, squashfs $(( $(stat -c %s "$SQFS") / 1048576 )) MiB; $(nproc) CPUs"
 echo
 
-n=0
-declare -a names secs
-bench() { # label, command...
+RUNS=${RUNS:-3}
+declare -A times
+order=()
+bench() { # label, command...: one more timing of label
   local label=$1; shift
-  n=$((n + 1))
-  local out=$WORK/out$n
+  local out=$WORK/out
   rm -rf "$out"; mkdir -p "$out"
   sync
   local t0 t1
   t0=$(date +%s.%N)
   OUT=$out "$@"
   t1=$(date +%s.%N)
-  local s
-  s=$(echo "$t1 - $t0" | bc -l)
-  names+=("$label"); secs+=("$s")
-  printf '%-48s %7.2f s  %8.1f MiB/s\n' "$label" "$s" "$(echo "$bytes / 1048576 / $s" | bc -l)"
+  [ -n "${times[$label]:-}" ] || order+=("$label")
+  times[$label]+="$(echo "$t1 - $t0" | bc -l) "
   # Same files out as in: count them.
   local got
   got=$(find "$out" -type f | wc -l)
   [ "$got" -ge "$((files - 3))" ] || { echo "  ($label wrote $got files, want about $files)" >&2; exit 1; }
   rm -rf "$out"
+}
+# median LIST: the median of whitespace-separated numbers.
+median() {
+  tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 ex_archive()       { "$WORK/usmtkit" -q extract "$ARCHIVE" "$OUT/x" --layout store >/dev/null; }
 ex_archive_win()   { "$WORK/usmtkit" -q extract "$ARCHIVE" "$OUT/x" >/dev/null; }
@@ -116,17 +126,28 @@ unsq()             { unsquashfs -q -n -d "$OUT/x" "$SQFS" >/dev/null; }
 ex_dir()           { "$WORK/usmtkit" -q extract "$STORE" "$OUT/x" --layout store >/dev/null; }
 cp_a()             { cp -a "$STORE" "$OUT/x"; }
 
-echo "== from the archive"
-bench "usmtkit extract ARCHIVE (--layout store)" ex_archive
-bench "usmtkit extract ARCHIVE (windows layout)" ex_archive_win
-bench "zstd -dc ARCHIVE | tar -x" zstd_tar
-bench "zstd -dc ARCHIVE | tar -x; sync" zstd_tar_sync
-bench "unsquashfs (zstd squashfs of the same tree)" unsq
-echo "== from the directory store"
-bench "usmtkit extract DIRSTORE (--layout store)" ex_dir
-bench "cp -a DIRSTORE" cp_a
-bench "cp -a DIRSTORE; sync" cp_a_sync
+echo "$RUNS rounds, the tools in alternation; medians (per-run seconds in brackets)"
+for ((r = 1; r <= RUNS; r++)); do
+  bench "usmtkit extract ARCHIVE (--layout store)" ex_archive
+  bench "usmtkit extract ARCHIVE (windows layout)" ex_archive_win
+  bench "zstd -dc ARCHIVE | tar -x" zstd_tar
+  bench "zstd -dc ARCHIVE | tar -x; sync" zstd_tar_sync
+  bench "unsquashfs (zstd squashfs of the same tree)" unsq
+  bench "usmtkit extract DIRSTORE (--layout store)" ex_dir
+  bench "cp -a DIRSTORE" cp_a
+  bench "cp -a DIRSTORE; sync" cp_a_sync
+done
+declare -A med
+for label in "${order[@]}"; do
+  med[$label]=$(median "${times[$label]}")
+  [ "$label" = "usmtkit extract DIRSTORE (--layout store)" ] && echo "== from the directory store"
+  [ "$label" = "usmtkit extract ARCHIVE (--layout store)" ] && echo "== from the archive"
+  printf '%-48s %7.2f s  %8.1f MiB/s  [%s]\n' "$label" "${med[$label]}" "$(echo "$bytes / 1048576 / ${med[$label]}" | bc -l)" "${times[$label]% }"
+done
 echo
-ratio=$(echo "${secs[0]} / ${secs[2]}" | bc -l)
-ratio_sync=$(echo "${secs[0]} / ${secs[3]}" | bc -l)
-printf 'usmtkit extract ARCHIVE / zstd|tar = %.2f (goal: <= 1.00); / (zstd|tar; sync) = %.2f\n' "$ratio" "$ratio_sync"
+u=${med["usmtkit extract ARCHIVE (--layout store)"]}
+uw=${med["usmtkit extract ARCHIVE (windows layout)"]}
+z=${med["zstd -dc ARCHIVE | tar -x"]}
+zs=${med["zstd -dc ARCHIVE | tar -x; sync"]}
+printf 'usmtkit extract ARCHIVE / zstd|tar = %.2f store layout, %.2f windows layout (goal: <= 1.00); / (zstd|tar; sync) = %.2f\n' \
+  "$(echo "$u / $z" | bc -l)" "$(echo "$uw / $z" | bc -l)" "$(echo "$u / $zs" | bc -l)"

@@ -37,10 +37,13 @@ import (
 // writes from the first block on.
 
 // directBlock is the unit of direct writes; directBufs of them are in
-// memory (one being filled, the rest queued or being written).
+// memory (one being filled, the rest queued or being written): 32 MiB
+// ride out the disk's pauses while a background fdatasync commits (on the
+// 1 GB bench store, 3 buffers left the pipeline waiting on the disk:
+// 3.81 s median against 3.51 s with 8).
 const (
 	directBlock   = 4 << 20
-	directBufs    = 3
+	directBufs    = 8
 	directAlign   = 4096
 	earlySyncStep = 32 << 20
 )

@@ -151,3 +151,17 @@ z=${med["zstd -dc ARCHIVE | tar -x"]}
 zs=${med["zstd -dc ARCHIVE | tar -x; sync"]}
 printf 'usmtkit extract ARCHIVE / zstd|tar = %.2f store layout, %.2f windows layout (goal: <= 1.00); / (zstd|tar; sync) = %.2f\n' \
   "$(echo "$u / $z" | bc -l)" "$(echo "$uw / $z" | bc -l)" "$(echo "$u / $zs" | bc -l)"
+# The machine drifts during a series (this VM's disk slows down as the runs
+# write gigabytes), so the ratio of the runs made side by side in each
+# round is steadier than the ratio of the medians.
+pair_ratios() { # LABEL_A LABEL_B: the median of the per-round ratios
+  local -a a b
+  read -r -a a <<<"${times[$1]}"
+  read -r -a b <<<"${times[$2]}"
+  local r=""
+  for ((k = 0; k < ${#a[@]}; k++)); do r+="$(echo "${a[$k]} / ${b[$k]}" | bc -l) "; done
+  median "$r"
+}
+printf 'per-round ratios, median: store layout / zstd|tar = %.2f, windows layout / zstd|tar = %.2f\n' \
+  "$(pair_ratios "usmtkit extract ARCHIVE (--layout store)" "zstd -dc ARCHIVE | tar -x")" \
+  "$(pair_ratios "usmtkit extract ARCHIVE (windows layout)" "zstd -dc ARCHIVE | tar -x")"

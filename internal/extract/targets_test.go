@@ -92,27 +92,46 @@ func TestExtractToNTFS(t *testing.T) {
 	}
 }
 
-// fatVolume makes a FAT image, mounts it with fusefat and returns the
-// mount point; it is unmounted in cleanup.
-func fatVolume(t *testing.T) string {
+// imageVolume makes a sizeMiB image file formatted with the tool mkfs,
+// mounts it on a new folder with the FUSE driver mount (mount(2) through
+// the driver, unmounted with fusermount3 in cleanup) and returns the
+// mount point. With loop set and as root, the image is attached to a loop
+// device first, for drivers that insist on a block device.
+func imageVolume(t *testing.T, sizeMiB int64, mkfs, mount string, loop bool, mountArgs ...string) string {
 	t.Helper()
-	fixtures.RequireTool(t, "mkfs.vfat", "fusefat", "fusermount3")
+	fixtures.RequireTool(t, mkfs, mount, "fusermount3")
 	fixtures.RequireFUSE(t)
 	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "fat.img"), filepath.Join(dir, "mnt")
+	img, mnt := filepath.Join(dir, "volume.img"), filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 32<<20); err != nil {
+	if err := os.Truncate(img, sizeMiB<<20); err != nil {
 		t.Fatal(err)
 	}
-	mkfs, _ := fixtures.LookTool("mkfs.vfat")
-	if out, err := exec.Command(mkfs, img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.vfat: %v\n%s", err, out)
+	mkfsPath, _ := fixtures.LookTool(mkfs)
+	if out, err := exec.Command(mkfsPath, img).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mkfs, err, out)
 	}
-	if out, err := exec.Command("fusefat", "-o", "rw+", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("fusefat: %v\n%s", err, out)
+	dev := img
+	if loop && os.Geteuid() == 0 {
+		fixtures.RequireTool(t, "losetup")
+		losetup, _ := fixtures.LookTool("losetup")
+		out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("losetup: %v\n%s", err, out)
+		}
+		dev = strings.TrimSpace(string(out))
+		t.Cleanup(func() {
+			if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
+				t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
+			}
+		})
+	}
+	mountPath, _ := fixtures.LookTool(mount)
+	if out, err := exec.Command(mountPath, append(append([]string{}, mountArgs...), dev, mnt)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mount, err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
@@ -120,6 +139,17 @@ func fatVolume(t *testing.T) string {
 		}
 	})
 	return mnt
+}
+
+// fatVolume is a 32 MiB FAT volume mounted with fusefat.
+func fatVolume(t *testing.T) string {
+	return imageVolume(t, 32, "mkfs.vfat", "fusefat", false, "-o", "rw+")
+}
+
+// exfatVolume is a 64 MiB exFAT volume mounted with exfat-fuse, which as
+// root mounts with the blkdev option and so needs a loop device.
+func exfatVolume(t *testing.T) string {
+	return imageVolume(t, 64, "mkfs.exfat", "mount.exfat-fuse", true)
 }
 
 func TestExtractToFATEscapesNames(t *testing.T) {
@@ -167,54 +197,6 @@ func TestExtractToFATEscapesNames(t *testing.T) {
 	if err != nil || res.Files != 0 || res.SkippedExisting != int64(len(want)) {
 		t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
 	}
-}
-
-// exfatVolume makes an exFAT image, mounts it with exfat-fuse and returns
-// the mount point; it is unmounted in cleanup.
-func exfatVolume(t *testing.T) string {
-	t.Helper()
-	fixtures.RequireTool(t, "mkfs.exfat", "mount.exfat-fuse", "fusermount3")
-	fixtures.RequireFUSE(t)
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "exfat.img"), filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	mkfs, _ := fixtures.LookTool("mkfs.exfat")
-	if out, err := exec.Command(mkfs, img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.exfat: %v\n%s", err, out)
-	}
-	dev := img
-	if os.Geteuid() == 0 {
-		// As root, exfat-fuse mounts with the blkdev option, which needs a
-		// block device: attach the image to a loop device.
-		fixtures.RequireTool(t, "losetup")
-		losetup, _ := fixtures.LookTool("losetup")
-		out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
-		if err != nil {
-			t.Fatalf("losetup: %v\n%s", err, out)
-		}
-		dev = strings.TrimSpace(string(out))
-		t.Cleanup(func() {
-			if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
-				t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
-			}
-		})
-	}
-	mount, _ := fixtures.LookTool("mount.exfat-fuse")
-	if out, err := exec.Command(mount, dev, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount.exfat-fuse: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
-			t.Errorf("fusermount3 -u %s: %v\n%s", mnt, err, out)
-		}
-	})
-	return mnt
 }
 
 // A real exFAT volume (exfat-fuse, as on most USB disks a technician

@@ -3,6 +3,7 @@ package extract
 import (
 	"context"
 	"encoding/binary"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,104 +153,78 @@ func exfatVolume(t *testing.T) string {
 	return imageVolume(t, 64, "mkfs.exfat", "mount.exfat-fuse", true)
 }
 
-func TestExtractToFATEscapesNames(t *testing.T) {
-	mnt := fatVolume(t)
-	sp := fixtures.USMT4(t, t.TempDir())
-	docs := filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents")
-	for name, data := range map[string]string{"a:b?.txt": "colon", "CON.txt": "device", "Case.txt": "upper",
-		"case.txt": "lower", "trail.": "dot", "100%41": "percent"} {
-		if err := os.WriteFile(filepath.Join(docs, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := store.Open(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	dest := filepath.Join(mnt, "restore")
-	res, err := Run(context.Background(), s, Options{Dest: dest, Continue: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Names != "windows" || !strings.Contains(res.Target, "fat") || res.Problems() != 0 {
-		t.Fatalf("names %q target %q problems %+v %+v", res.Names, res.Target, res.Failed, res.Refused)
-	}
-	if res.CollisionCount != 1 || res.EscapedCount < 5 {
-		t.Errorf("collisions %d escaped %d: %+v", res.CollisionCount, res.EscapedCount, res.Escaped)
-	}
-	// Every file is there, and unescaping the written names gives the
-	// store's names back.
-	got, want := destFiles(t, dest), storeFiles(t, s)
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s: missing or different after unescaping (have %d files)", k, len(got))
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("%d files, want %d", len(got), len(want))
-	}
-	if _, err := os.Stat(filepath.Join(dest, "C/Users/jdoe/Documents/a%3Ab%3F.txt")); err != nil {
-		t.Error(err)
-	}
-	// FAT keeps times to 2 s: --skip-existing still recognises every file.
-	res, err = Run(context.Background(), s, Options{Dest: dest, SkipExisting: true})
-	if err != nil || res.Files != 0 || res.SkippedExisting != int64(len(want)) {
-		t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
-	}
-}
-
-// A real exFAT volume (exfat-fuse, as on most USB disks a technician
-// brings): Windows names are escaped and collisions kept, non-ASCII names
-// are written as they are (exFAT stores UTF-16), every file comes back
-// byte for byte, and --skip-existing recognises every file at exFAT's
-// time precision (exfat-fuse keeps whole seconds only).
-func TestExtractToExFAT(t *testing.T) {
-	mnt := exfatVolume(t)
-	sp := fixtures.USMT4(t, t.TempDir())
-	docs := filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents")
-	big := fixtures.PseudoRandom("extract/exfat-big.bin", 20<<20) // a big file: its own batch
-	for name, data := range map[string]string{"a:b?.txt": "colon", "CON.txt": "device", "Case.txt": "upper",
-		"case.txt": "lower", "trail.": "dot", "100%41": "percent", "résumé.docx": "accents", "big.bin": string(big)} {
-		if err := os.WriteFile(filepath.Join(docs, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := store.Open(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	dest := filepath.Join(mnt, "restore")
-	res, err := Run(context.Background(), s, Options{Dest: dest, Continue: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Names != "windows" || !strings.Contains(res.Target, "fuse") || res.Problems() != 0 {
-		t.Fatalf("names %q target %q problems %+v %+v", res.Names, res.Target, res.Failed, res.Refused)
-	}
-	if res.CollisionCount != 1 || res.EscapedCount != 4 {
-		t.Errorf("collisions %d escaped %d: %+v", res.CollisionCount, res.EscapedCount, res.Escaped)
-	}
-	got, want := destFiles(t, dest), storeFiles(t, s)
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s: missing or different after unescaping (have %d files)", k, len(got))
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("%d files, want %d", len(got), len(want))
-	}
-	for _, name := range []string{"a%3Ab%3F.txt", "résumé.docx", "%43ON.txt"} {
-		if _, err := os.Stat(filepath.Join(dest, "C/Users/jdoe/Documents", name)); err != nil {
-			t.Error(err)
-		}
-	}
-	if tmps := tmpsIn(t, dest); len(tmps) != 0 {
-		t.Errorf("temporary files left: %v", tmps)
-	}
-	res, err = Run(context.Background(), s, Options{Dest: dest, SkipExisting: true})
-	if err != nil || res.Files != 0 || res.SkippedExisting != int64(len(want)) {
-		t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
+// Extraction to FAT-family volumes a technician brings on a USB disk: a
+// FAT image through fusefat and an exFAT image through exfat-fuse (as on
+// most USB disks). Windows names are escaped and collisions kept, non-ASCII
+// names are written as they are, every file comes back byte for byte
+// (after unescaping), no temporary file is left, and --skip-existing
+// recognises every file at the volume's time precision (FAT 2 s;
+// exfat-fuse whole seconds).
+func TestExtractToFATFamily(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		volume  func(*testing.T) string
+		target  string // in Result.Target
+		escaped int64  // at least
+		extra   map[string]string
+	}{
+		{"vfat", fatVolume, "fat", 5, nil},
+		{"exfat", exfatVolume, "fuse", 4, map[string]string{"résumé.docx": "accents",
+			"big.bin": string(fixtures.PseudoRandom("extract/exfat-big.bin", 20<<20))}}, // a big file: its own batch
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mnt := tc.volume(t)
+			sp := fixtures.USMT4(t, t.TempDir())
+			docs := filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents")
+			names := map[string]string{"a:b?.txt": "colon", "CON.txt": "device", "Case.txt": "upper",
+				"case.txt": "lower", "trail.": "dot", "100%41": "percent"}
+			maps.Copy(names, tc.extra)
+			for name, data := range names {
+				if err := os.WriteFile(filepath.Join(docs, name), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := store.Open(sp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			dest := filepath.Join(mnt, "restore")
+			res, err := Run(context.Background(), s, Options{Dest: dest, Continue: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Names != "windows" || !strings.Contains(res.Target, tc.target) || res.Problems() != 0 {
+				t.Fatalf("names %q target %q problems %+v %+v", res.Names, res.Target, res.Failed, res.Refused)
+			}
+			if res.CollisionCount != 1 || res.EscapedCount < tc.escaped {
+				t.Errorf("collisions %d escaped %d: %+v", res.CollisionCount, res.EscapedCount, res.Escaped)
+			}
+			got, want := destFiles(t, dest), storeFiles(t, s)
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s: missing or different after unescaping (have %d files)", k, len(got))
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("%d files, want %d", len(got), len(want))
+			}
+			written := []string{"a%3Ab%3F.txt", "%43ON.txt"}
+			if tc.extra != nil {
+				written = append(written, "résumé.docx")
+			}
+			for _, name := range written {
+				if _, err := os.Stat(filepath.Join(dest, "C/Users/jdoe/Documents", name)); err != nil {
+					t.Error(err)
+				}
+			}
+			if tmps := tmpsIn(t, dest); len(tmps) != 0 {
+				t.Errorf("temporary files left: %v", tmps)
+			}
+			res, err = Run(context.Background(), s, Options{Dest: dest, SkipExisting: true})
+			if err != nil || res.Files != 0 || res.SkippedExisting != int64(len(want)) {
+				t.Fatalf("rerun with --skip-existing: %v %+v", err, res)
+			}
+		})
 	}
 }

@@ -24,11 +24,11 @@ func decodeWholeFrameC(frame []byte, want int) ([]byte, error) {
 	if len(frame) == 0 {
 		return nil, errors.New("empty frame")
 	}
-	dst := make([]byte, want)
 	if want == 0 {
 		// The C call needs room to write into; a chunk is never empty.
 		return nil, fmt.Errorf("a chunk of 0 bytes")
 	}
+	dst := make([]byte, want)
 	ctx := cDecoders.Get().(czstd.Ctx)
 	defer cDecoders.Put(ctx)
 	n, err := ctx.DecompressInto(dst, frame)

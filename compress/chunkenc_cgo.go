@@ -3,7 +3,6 @@
 package compress
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	czstd "github.com/DataDog/zstd"
@@ -64,10 +63,9 @@ func (e *cChunkEncoder) appendFrame(dst, src []byte, sum uint64) ([]byte, error)
 	} else {
 		dst = append(dst, frame...)
 	}
-	// The frame has no checksum (the library's default): add it as
-	// appendChunkFrame does, from the XXH64 the writer computed anyway.
-	dst[start+4] |= fhdChecksumFlag
-	return binary.LittleEndian.AppendUint32(dst, uint32(sum)), nil
+	// The frame has no checksum (the library's default): add it from the
+	// XXH64 the writer computed anyway.
+	return addFrameChecksum(dst, start, sum), nil
 }
 
 func (e *cChunkEncoder) bound(n int) int { return czstd.CompressBound(n) + 4 }

@@ -82,16 +82,11 @@ type directJob struct {
 // newDirectOut sets O_DIRECT on f, which must be a regular file at offset
 // 0; false when the kernel refuses the flag.
 func newDirectOut(f *os.File) (*directOut, bool) {
-	fd := int(f.Fd())
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
+	d := &directOut{f: f, fd: int(f.Fd()), free: make(chan []byte, directBufs), jobs: make(chan directJob, directBufs-1),
+		done: make(chan struct{})}
+	if d.setDirect(true) != nil {
 		return nil, false
 	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_DIRECT); err != nil {
-		return nil, false
-	}
-	d := &directOut{f: f, fd: fd, free: make(chan []byte, directBufs), jobs: make(chan directJob, directBufs-1),
-		done: make(chan struct{}), direct: true}
 	for range directBufs {
 		d.free <- alignedBuf(directBlock)
 	}

@@ -36,7 +36,6 @@ var partialDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
 
 // Frame_Header_Descriptor bits (RFC 8878 §3.1.1.1.1).
 const (
-	fhdChecksum      = 1 << 2
 	fhdSingleSegment = 1 << 5
 )
 
@@ -116,7 +115,7 @@ func setFrameSize(frame []byte, fcs int) bool {
 	case 8:
 		le.PutUint64(frame[pos:], uint64(fcs))
 	}
-	frame[4] = fhd &^ fhdChecksum
+	frame[4] = fhd &^ fhdChecksumFlag
 	return true
 }
 

@@ -42,7 +42,14 @@ func appendChunkFrame(enc *zstd.Encoder, dst, src []byte, sum uint64) []byte {
 		panic("compress: appendChunkFrame of empty input")
 	}
 	start := len(dst)
-	dst = enc.EncodeAll(src, dst)
+	return addFrameChecksum(enc.EncodeAll(src, dst), start, sum)
+}
+
+// addFrameChecksum turns the frame that starts at dst[start:] and ends
+// dst, written without a content checksum, into the frame with it: the
+// flag bit in the Frame_Header_Descriptor (the byte after the magic) and
+// the low 32 bits of sum, the XXH64 of the content, after the last block.
+func addFrameChecksum(dst []byte, start int, sum uint64) []byte {
 	dst[start+4] |= fhdChecksumFlag
 	return binary.LittleEndian.AppendUint32(dst, uint32(sum))
 }

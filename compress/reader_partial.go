@@ -34,10 +34,10 @@ var partialDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
 		zstd.IgnoreChecksum(true))
 })
 
-// Frame_Header_Descriptor bits (RFC 8878 §3.1.1.1.1).
-const (
-	fhdSingleSegment = 1 << 5
-)
+// fhdSingleSegment is the Single_Segment_flag of the zstd
+// Frame_Header_Descriptor (RFC 8878 §3.1.1.1.1; fhdChecksumFlag is its
+// Content_Checksum_flag).
+const fhdSingleSegment = 1 << 5
 
 // reheadFrame gives a cut frame a new header that records no content size
 // and no checksum, with a window of at least est bytes (every match of the

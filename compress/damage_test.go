@@ -195,7 +195,7 @@ func TestDamagedIndex(t *testing.T) {
 		p := storetest.CopyToTemp(t, good)
 		b, _ := os.ReadFile(p)
 		ft := b[len(b)-footerSize+8:]
-		binary.LittleEndian.PutUint32(ft[40:], 2)
+		binary.LittleEndian.PutUint32(ft[40:], FormatVersion+1)
 		// Re-seal the footer checksum: this is a well-formed future archive.
 		f := &footer{}
 		f2, _ := parseFooterUnchecked(ft)

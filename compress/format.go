@@ -13,9 +13,14 @@ import (
 // Format constants. docs/format.md is the specification; change both or
 // neither.
 const (
-	// FormatVersion is the major format version this package writes and
-	// the only one it reads.
-	FormatVersion = 1
+	// FormatVersion is the newest major format version: this package
+	// reads versions 1 to FormatVersion. It writes version 2 (data chunks
+	// made of several zstd frames, docs/format.md §1) unless every chunk
+	// is one frame (WriteOptions.FrameSize equal to the chunk size), when
+	// it writes version 1, which older readers open.
+	FormatVersion = 2
+	// formatSingleFrame is the version whose chunks are one frame each.
+	formatSingleFrame = 1
 
 	zstdMagic      = 0xFD2FB528 // bytes 28 B5 2F FD
 	skippableMagic = 0x184D2A5B // bytes 5B 2A 4D 18: our TOC and footer frames
@@ -41,6 +46,10 @@ const (
 	MinChunkSize     = 64 << 10
 	MaxChunkSize     = 64 << 20
 	DefaultChunkSize = 4 << 20
+	// DefaultFrameSize is how much of a chunk one zstd frame holds: a
+	// random read decodes at most one frame of each chunk it touches
+	// (docs/format.md §1). Allowed MinChunkSize..the chunk size.
+	DefaultFrameSize = 256 << 10
 	maxChunkCSize    = 2 * MaxChunkSize // zstd never expands by more than a few bytes per block
 	maxTOCCSize      = 2 << 30          // the skippable length field is a u32 anyway
 	maxSymlinkLen    = 64 << 10
@@ -131,8 +140,8 @@ func parseFooter(b []byte, fileSize int64, maxTOC uint64) (*footer, error) {
 		version:    binary.LittleEndian.Uint32(p[40:]),
 		flags:      binary.LittleEndian.Uint32(p[44:]),
 	}
-	if f.version != FormatVersion {
-		return nil, fmt.Errorf("%w: the archive is format version %d, this usmtkit reads version %d; upgrade usmtkit", ErrVersion, f.version, FormatVersion)
+	if f.version < formatSingleFrame || f.version > FormatVersion {
+		return nil, fmt.Errorf("%w: the archive is format version %d, this usmtkit reads versions 1 to %d; upgrade usmtkit", ErrVersion, f.version, FormatVersion)
 	}
 	if f.flags&^knownFlags != 0 {
 		return nil, fmt.Errorf("%w: the footer sets unknown flags %#x; upgrade usmtkit", ErrVersion, f.flags&^knownFlags)

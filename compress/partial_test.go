@@ -68,7 +68,7 @@ func openBig(t *testing.T, a *Archive) *archiveFile {
 // chunk verifies it, and every byte read is right.
 func TestPartialDecode(t *testing.T) {
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	f := openBig(t, a)
 	ent := func(k uint32) *cacheEnt {
@@ -133,7 +133,7 @@ func TestPartialDecode(t *testing.T) {
 // completes the chunk, and from then on every read of that chunk fails.
 func TestPartialDamage(t *testing.T) {
 	dir, want := partialTree(t)
-	good, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	good, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, good)
 	ch := chunkOf(t, a, "big.bin", 1)
 	path := storetest.CopyToTemp(t, good)
@@ -172,7 +172,7 @@ func TestCutFrame(t *testing.T) {
 		t.Error("no error for a non-frame")
 	}
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	ch := chunkOf(t, a, "big.bin", 0)
 	frame := make([]byte, ch.cSize)

@@ -24,8 +24,9 @@ import (
 	"github.com/usmtkit/usmtkit/store"
 )
 
-// ArchiveVersion is Info.Version of an opened archive.
-const ArchiveVersion = "usmtkit archive v1"
+// ArchiveVersion is Info.Version of an archive of format version v
+// ("usmtkit archive v2").
+func ArchiveVersion(v uint32) string { return fmt.Sprintf("usmtkit archive v%d", v) }
 
 // DefaultCacheBytes bounds the decoded chunks an Archive keeps: room for
 // the chunk a sequential reader is in and a few more (4 MiB each by
@@ -155,7 +156,7 @@ func newArchive(r io.ReaderAt, path string, size int64, ft *footer, t *toc, opts
 	a.cache = newChunkCache(cb)
 	a.info = store.Info{
 		Kind:    store.KindArchive,
-		Version: ArchiveVersion,
+		Version: ArchiveVersion(ft.version),
 		Level:   store.LevelArchive,
 		Input:   []string{path},
 		Roots:   []string{path},
@@ -276,7 +277,7 @@ func Describe(path string) (*store.Info, error) {
 		ver = ", " + ver
 	}
 	return &store.Info{
-		Kind: store.KindArchive, Version: ArchiveVersion, Level: store.LevelArchive,
+		Kind: store.KindArchive, Version: ArchiveVersion(ft.version), Level: store.LevelArchive,
 		Input: []string{path}, Roots: []string{path},
 		Notes: []string{fmt.Sprintf("archive of a %s store%s, written %s, %d entries", kind, ver,
 			time.Unix(0, int64(binary.LittleEndian.Uint64(hdr[48:]))).UTC().Format(time.RFC3339), ft.entryCount)},
@@ -602,22 +603,24 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 	n := 0
 	for n < want && k < len(f.ends) {
 		start := f.chunkStart(k)
+		lo := int(off + int64(n) - start)
 		need := int(min(end, f.ends[k]) - start)
-		data, from, err := f.a.chunkData(f, uint32(k), need, seq)
+		// data holds the chunk's bytes from chunk offset base on.
+		data, base, from, err := f.a.chunkData(f, uint32(k), lo, need, seq)
 		if err != nil {
 			return nil, n, err
 		}
 		if from >= 0 && from < len(data) && fresh != nil && !seq {
-			fresh(start+int64(from), data[from:])
+			fresh(start+int64(base+from), data[from:])
 		}
 		if span && n == 0 && end <= f.ends[k] {
-			b := data[off-start : need : need]
+			b := data[lo-base : need-base : need-base]
 			if len(b) < len(p) {
 				return b, len(b), io.EOF
 			}
 			return b, len(b), nil
 		}
-		n += copy(p[n:], data[off+int64(n)-start:need])
+		n += copy(p[n:], data[lo-base:need-base])
 		k++
 	}
 	if n < len(p) {
@@ -647,45 +650,73 @@ func searchEnds(ends []int64, off int64) int {
 	return lo
 }
 
-// chunkData returns at least the first need logical bytes of chunk k of a
-// file, from the cache or decoded (the whole chunk, verified, when full is
-// set or need covers it). from is -1 when nothing was decoded, else where
-// the bytes not decoded before start (0 when the cache knew nothing of the
-// chunk). A chunk found damaged stays damaged: every later read of it
-// fails the same way.
-func (a *Archive) chunkData(f *archiveFile, k uint32, need int, full bool) (data []byte, from int, err error) {
+// chunkData returns the logical bytes lo..need of chunk k of a file
+// (chunk offsets), from the cache or decoded: the whole chunk, verified,
+// when full is set or need covers it; else the frames of the chunk that
+// hold them (reader_frames.go) or, in a chunk of one frame, its first
+// need bytes. data holds the chunk's bytes from chunk offset base on. from
+// is -1 when nothing was decoded, else the index in data where the bytes
+// not decoded before start (0 when the cache knew nothing of them). A
+// chunk found damaged stays damaged: every later read of it fails the
+// same way.
+func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool) (data []byte, base, from int, err error) {
 	c := f.first + k
 	ent, err := a.cache.entry(c, int64(a.t.chunk(c).uSize))
 	if err != nil {
-		return nil, -1, f.chunkError(k, err)
+		return nil, 0, -1, f.chunkError(k, err)
 	}
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
-	return a.fill(f, k, ent, need, full)
+	return a.fill(f, k, ent, lo, need, full)
 }
 
 // fill is chunkData for an entry whose lock the caller holds.
-func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, need int, full bool) (data []byte, from int, err error) {
+func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, full bool) (data []byte, base, from int, err error) {
 	c := f.first + k
-	n := uint32(len(f.ends))
-	cc := a.cache
+	last := k == uint32(len(f.ends))-1
 	if ent.err != nil {
-		return nil, -1, f.chunkError(k, ent.err)
+		return nil, 0, -1, f.chunkError(k, ent.err)
 	}
 	if len(ent.data) >= need && (ent.done || !full) {
-		return ent.data, -1, nil
+		return ent.data, 0, -1, nil
 	}
-	data, done, err := a.decodeRange(c, k == n-1, f.size, need, full)
-	if err != nil {
-		if errors.Is(err, store.ErrCorrupt) {
-			ent.err = err
-			cc.damaged(c, ent, err)
+	if !full && need < int(a.t.chunk(c).uSize) && a.ft.version > formatSingleFrame {
+		if sp, ok := ent.spanFor(lo, need); ok {
+			return sp.data, sp.start, -1, nil
 		}
-		return nil, -1, f.chunkError(k, err)
+		sp, ok, err := a.decodeFrames(c, last, f.size, ent, lo, need)
+		if err != nil {
+			return nil, 0, -1, a.chunkFailed(f, k, ent, err)
+		}
+		switch ok {
+		case framesDecoded:
+			ent.addSpan(sp)
+			return sp.data, sp.start, 0, nil
+		case framesTooMany:
+			full = true
+		}
+		// framesOne: a chunk of one frame, decoded as before.
+	}
+	data, done, err := a.decodeRange(c, last, f.size, need, full)
+	if err != nil {
+		return nil, 0, -1, a.chunkFailed(f, k, ent, err)
 	}
 	from = len(ent.data)
 	ent.data, ent.done = data, done
-	return data, from, nil
+	if done {
+		ent.spans = nil
+	}
+	return data, 0, from, nil
+}
+
+// chunkFailed records damage found in chunk k (every later read of it
+// fails the same way) and returns the error for the reader.
+func (a *Archive) chunkFailed(f *archiveFile, k uint32, ent *cacheEnt, err error) error {
+	if errors.Is(err, store.ErrCorrupt) {
+		ent.err = err
+		a.cache.damaged(f.first+k, ent, err)
+	}
+	return f.chunkError(k, err)
 }
 
 func (f *archiveFile) chunkError(k uint32, err error) error {
@@ -1072,6 +1103,10 @@ type cacheEnt struct {
 	data []byte     // decoded bytes: the whole chunk when done, else a prefix
 	done bool       // the whole chunk, verified
 	err  error      // damage found
+	// A chunk of several frames (reader_frames.go): the frames found so
+	// far and the decoded runs of frames that are not a prefix.
+	frames []frameLoc
+	spans  []span
 }
 
 func newChunkCache(max int64) *chunkCache {

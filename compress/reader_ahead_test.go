@@ -26,7 +26,7 @@ func cachedEnt(a *Archive, c uint32) *cacheEnt {
 // decoded (whole, verified) in the background; the bytes are right.
 func TestDecodeAhead(t *testing.T) {
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	f := openBig(t, a)
 	buf := make([]byte, 64<<10)
@@ -67,7 +67,7 @@ func TestDecodeAhead(t *testing.T) {
 // (run with -race).
 func TestDecodeAheadConcurrent(t *testing.T) {
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	for _, cache := range []int64{0, 3 * partialChunk, -1} {
 		a, err := Open(path, ReaderOptions{CacheBytes: cache})
 		if err != nil {
@@ -101,7 +101,7 @@ func TestDecodeAheadConcurrent(t *testing.T) {
 // right and say io.EOF at the end.
 func TestReadSpan(t *testing.T) {
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	f := openBig(t, a)
 	for _, c := range []struct {
@@ -136,7 +136,7 @@ func TestReadSpan(t *testing.T) {
 // is taken for a walk (whole chunk).
 func TestNearRandomReads(t *testing.T) {
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	f := openBig(t, a)
 	buf := make([]byte, 4096)
@@ -161,7 +161,7 @@ func TestNearRandomReads(t *testing.T) {
 // header (rehead) and through the rewritten size (setFrameSize).
 func TestDecodePrefix(t *testing.T) {
 	dir, want := partialTree(t)
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk})
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	for k := uint32(0); k < 3; k++ {
 		ch := chunkOf(t, a, "big.bin", k)

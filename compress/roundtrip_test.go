@@ -80,7 +80,7 @@ func TestRoundTrip(t *testing.T) {
 	compareStores(t, src, a)
 
 	info := a.Info()
-	if info.Kind != store.KindArchive || info.Version != ArchiveVersion || a.SourceKind() != store.KindPlain {
+	if info.Kind != store.KindArchive || info.Version != ArchiveVersion(formatSingleFrame) || a.SourceKind() != store.KindPlain {
 		t.Errorf("info %+v, source kind %q", info, a.SourceKind())
 	}
 	// Hard links: one inode, nlink 3, and Open of any name reads the content.

@@ -58,6 +58,7 @@ type tocBuilder struct {
 	kind      store.Kind
 	version   string
 	chunkSize uint32
+	frameSize uint32 // 0: one frame per chunk (format version 1)
 	createdNs int64
 }
 
@@ -208,6 +209,7 @@ func (b *tocBuilder) finish() ([]byte, error) {
 	le.PutUint64(out[16:], uint64(b.chunkCount()))
 	le.PutUint64(out[24:], uint64(len(b.names)))
 	le.PutUint32(out[40:], b.chunkSize)
+	le.PutUint32(out[120:], b.frameSize)
 	le.PutUint16(out[44:], entryRecSize)
 	le.PutUint16(out[46:], chunkRecSize)
 	le.PutUint64(out[48:], uint64(b.createdNs))
@@ -241,6 +243,7 @@ type toc struct {
 	kind      store.Kind
 	version   string
 	chunkSize uint32
+	frameSize uint32 // informational: the writer's nominal frame size, 0 in version 1
 	createdNs int64
 	// nlink counts the names of each hard-link group that has more than
 	// one, keyed by the group's first name; absent means 1.
@@ -351,6 +354,7 @@ func parseTOC(raw []byte, entryCount uint64, dataEnd uint64) (*toc, error) {
 		namesOff:  tocHeaderSize + int(n*es+nc*cs),
 		namesLen:  int(nl),
 		chunkSize: le.Uint32(raw[40:]),
+		frameSize: le.Uint32(raw[120:]),
 		createdNs: int64(le.Uint64(raw[48:])),
 		kind:      store.Kind(cString(raw[56 : 56+tocKindFieldLen])),
 		version:   cString(raw[88 : 88+tocKindFieldLen]),

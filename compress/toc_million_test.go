@@ -47,7 +47,7 @@ func millionArchive(tb testing.TB, dirs, perDir int) string {
 	}
 	enc, _ := zstd.NewWriter(nil)
 	defer enc.Close()
-	tocFrame, foot, err := indexFrames(enc, raw, int64(off), uint64(b.count()))
+	tocFrame, foot, err := indexFrames(enc, raw, int64(off), uint64(b.count()), formatSingleFrame)
 	if err != nil {
 		tb.Fatal(err)
 	}

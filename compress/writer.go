@@ -81,6 +81,13 @@ type WriteOptions struct {
 	// MinChunkSize..MaxChunkSize. Smaller chunks make random reads cheaper
 	// and the archive slightly bigger.
 	ChunkSize int
+	// FrameSize is how much of a chunk one zstd frame holds: 0 means
+	// DefaultFrameSize (256 KiB), or the chunk size when that is smaller;
+	// allowed MinChunkSize..ChunkSize. A random read decodes the frames
+	// it touches, not the whole chunk; the chunk stays the unit of the
+	// TOC and its xxhash64. FrameSize equal to ChunkSize writes format
+	// version 1 (one frame per chunk).
+	FrameSize int
 	// Threads is the number of chunks compressed at once; 0 means
 	// GOMAXPROCS. At most Threads+2 chunks are in memory at a time.
 	Threads int
@@ -193,6 +200,7 @@ type writer struct {
 	src       store.Store
 	opts      WriteOptions
 	chunkSize int
+	frameSize int           // opts.FrameSize
 	enc       *zstd.Encoder // headers, EOA, TOC: frames with checksum
 	chunkEnc  chunkEncoder  // data chunks
 	res       *WriteResult
@@ -260,6 +268,12 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 	if opts.ChunkSize < MinChunkSize || opts.ChunkSize > MaxChunkSize {
 		return nil, fmt.Errorf("chunk size %d is out of range: use %d KiB to %d MiB", opts.ChunkSize, MinChunkSize>>10, MaxChunkSize>>20)
 	}
+	if opts.FrameSize == 0 {
+		opts.FrameSize = min(DefaultFrameSize, opts.ChunkSize)
+	}
+	if opts.FrameSize < MinChunkSize || opts.FrameSize > opts.ChunkSize {
+		return nil, fmt.Errorf("frame size %d is out of range: use %d KiB up to the chunk size (%d KiB)", opts.FrameSize, MinChunkSize>>10, opts.ChunkSize>>10)
+	}
 	if opts.Threads <= 0 {
 		opts.Threads = runtime.GOMAXPROCS(0)
 	}
@@ -268,7 +282,7 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 		return nil, fmt.Errorf("store kind %q / version %q too long for the archive header", info.Kind, info.Version)
 	}
 	w := &writer{
-		ctx: ctx, src: src, opts: opts, chunkSize: opts.ChunkSize,
+		ctx: ctx, src: src, opts: opts, chunkSize: opts.ChunkSize, frameSize: opts.FrameSize,
 		res:     &WriteResult{},
 		work:    make(chan *job, opts.Threads+2),
 		ordered: make(chan *job, 256),
@@ -279,6 +293,9 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 	}
 	w.free = make(chan *chunkBuf, w.maxBufs)
 	w.toc = tocBuilder{kind: info.Kind, version: info.Version, chunkSize: uint32(opts.ChunkSize), createdNs: time.Now().UnixNano()}
+	if w.frameSize < w.chunkSize {
+		w.toc.frameSize = uint32(w.frameSize)
+	}
 	if fi, err := out.Stat(); err == nil && fi.Mode().IsRegular() {
 		pos, err := out.Seek(0, io.SeekCurrent)
 		if err != nil || pos != 0 {
@@ -324,7 +341,7 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 					zero, j.err = w.zeroFrame()
 					j.out = append(j.out[:0], zero...)
 				} else {
-					j.out, j.err = w.chunkEnc.appendFrame(j.out[:0], j.in, j.frameSum)
+					j.out, j.err = w.encodeChunk(j.out[:0], j.in, j.frameSum)
 				}
 				close(j.done)
 			}
@@ -371,9 +388,35 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 
 var errSinkFailed = errors.New("archive output failed")
 
+// encodeChunk appends the frames of one chunk (its logical bytes and, for
+// a file's last chunk, the tar padding) to dst: one frame per frameSize
+// bytes, the last frame taking the rest. sum is the XXH64 of the whole
+// chunk, the checksum of a chunk that is one frame.
+func (w *writer) encodeChunk(dst, src []byte, sum uint64) ([]byte, error) {
+	if len(src) <= w.frameSize {
+		return w.chunkEnc.appendFrame(dst, src, sum)
+	}
+	for len(src) > 0 {
+		n := min(w.frameSize, len(src))
+		var err error
+		if dst, err = w.chunkEnc.appendFrame(dst, src[:n], xxhash.Sum64(src[:n])); err != nil {
+			return nil, err
+		}
+		src = src[n:]
+	}
+	return dst, nil
+}
+
+// chunkBound is the most encodeChunk makes of one chunk with its padding.
+func (w *writer) chunkBound() int {
+	n := w.chunkSize + 511
+	frames := (n + w.frameSize - 1) / w.frameSize
+	return frames * w.chunkEnc.bound(w.frameSize)
+}
+
 // zeroFrame is the encoding of one all-zero chunk.
 func (w *writer) zeroFrame() ([]byte, error) {
-	w.zeroOnce.Do(func() { w.zeroEnc, w.zeroErr = w.chunkEnc.appendFrame(nil, make([]byte, w.chunkSize), w.zeroSum()) })
+	w.zeroOnce.Do(func() { w.zeroEnc, w.zeroErr = w.encodeChunk(nil, make([]byte, w.chunkSize), w.zeroSum()) })
 	return w.zeroEnc, w.zeroErr
 }
 
@@ -455,7 +498,7 @@ func (w *writer) getBuf() (*chunkBuf, error) {
 		w.nbufs++
 		// The output buffer is allocated at its bound once: grown by
 		// append it would be reallocated and copied again and again.
-		return &chunkBuf{in: make([]byte, w.chunkSize+511), out: make([]byte, 0, w.chunkEnc.bound(w.chunkSize+511))}, nil
+		return &chunkBuf{in: make([]byte, w.chunkSize+511), out: make([]byte, 0, w.chunkBound())}, nil
 	}
 	select {
 	case b := <-w.free:
@@ -929,7 +972,11 @@ func (w *writer) finish() error {
 	if err != nil {
 		return err
 	}
-	tocFrame, foot, err := indexFrames(w.enc, raw, w.off, uint64(w.toc.count()))
+	version := uint32(FormatVersion)
+	if w.frameSize >= w.chunkSize {
+		version = formatSingleFrame
+	}
+	tocFrame, foot, err := indexFrames(w.enc, raw, w.off, uint64(w.toc.count()), version)
 	if err != nil {
 		return err
 	}
@@ -959,7 +1006,7 @@ func (w *writer) finish() error {
 
 // indexFrames builds the TOC skippable frame for a TOC at tocOff and the
 // footer that points at it.
-func indexFrames(enc *zstd.Encoder, raw []byte, tocOff int64, entries uint64) (tocFrame, foot []byte, err error) {
+func indexFrames(enc *zstd.Encoder, raw []byte, tocOff int64, entries uint64, version uint32) (tocFrame, foot []byte, err error) {
 	ctoc := enc.EncodeAll(raw, nil)
 	if uint64(len(ctoc)) > maxTOCCSize {
 		return nil, nil, fmt.Errorf("the table of contents is %d bytes compressed, over the %d limit: split the store", len(ctoc), uint64(maxTOCCSize))
@@ -968,7 +1015,7 @@ func indexFrames(enc *zstd.Encoder, raw []byte, tocOff int64, entries uint64) (t
 	ft := footer{
 		tocOffset: uint64(tocOff), tocCSize: uint64(len(ctoc)), tocUSize: uint64(len(raw)),
 		tocXXH: xxhash.Sum64(ctoc), entryCount: entries,
-		version: FormatVersion, flags: flagChunkXXH | flagFrameCRC,
+		version: version, flags: flagChunkXXH | flagFrameCRC,
 	}
 	return tocFrame, ft.marshal(), nil
 }

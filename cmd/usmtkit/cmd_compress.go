@@ -22,6 +22,7 @@ type compressOptions struct {
 	Output    string
 	Level     string
 	ChunkSize string
+	FrameSize string // "" = the default (256 KiB, or the chunk size when smaller)
 	Threads   int
 	Encoder   string
 	Force     bool
@@ -56,7 +57,8 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the archive to write (OUT.tar.zst)"},
 			&cli.StringFlag{Name: "level", Value: "default", Usage: "fastest, default (about zstd -3) or better"},
-			&cli.StringFlag{Name: "chunk-size", Value: "4MiB", Usage: "size of the independently compressed pieces (64KiB to 64MiB); smaller makes random reads cheaper"},
+			&cli.StringFlag{Name: "chunk-size", Value: "4MiB", Usage: "size of the pieces files are cut into, each with its own checksum in the index (64KiB to 64MiB)"},
+			&cli.StringFlag{Name: "frame-size", Usage: "size of the independently compressed zstd frames inside a chunk (64KiB up to the chunk size; default 256KiB): smaller makes random reads cheaper and the archive slightly bigger; equal to the chunk size writes format version 1"},
 			&cli.IntFlag{Name: "threads", Usage: "chunks compressed at once (default: number of CPUs)"},
 			&cli.StringFlag{Name: "encoder", Usage: "zstd encoder of the data: c (the zstd library, about twice as fast; in builds with cgo) or go (default: c when built in)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
@@ -66,7 +68,7 @@ Examples:
 		},
 		Action: func(c *cli.Context) error {
 			o := &compressOptions{globalOptions: *globalsOf(c), Output: c.String("output"), Level: c.String("level"),
-				ChunkSize: c.String("chunk-size"), Threads: c.Int("threads"), Encoder: c.String("encoder"), Force: c.Bool("force"),
+				ChunkSize: c.String("chunk-size"), FrameSize: c.String("frame-size"), Threads: c.Int("threads"), Encoder: c.String("encoder"), Force: c.Bool("force"),
 				Verify: c.Bool("verify"), JSON: c.Bool("json"), Plain: c.Bool("plain")}
 			return runCompress(c.Context, o, c.Args().Slice())
 		},
@@ -99,6 +101,7 @@ type compressReport struct {
 	Level      string          `json:"level"`
 	Encoder    string          `json:"encoder"`
 	ChunkSize  int64           `json:"chunk_size"`
+	FrameSize  int64           `json:"frame_size"`
 	Entries    int64           `json:"entries"`
 	Files      int64           `json:"files"`
 	Dirs       int64           `json:"dirs"`
@@ -145,6 +148,14 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 		return exitcodes.Usagef(fmt.Sprintf("--chunk-size must be a size from %s to %s (got %q)",
 			progress.Bytes(compress.MinChunkSize), progress.Bytes(compress.MaxChunkSize), o.ChunkSize))
 	}
+	frame := min(int64(compress.DefaultFrameSize), chunk)
+	if o.FrameSize != "" {
+		frame, err = parseSize(o.FrameSize)
+		if err != nil || frame < compress.MinChunkSize || frame > chunk {
+			return exitcodes.Usagef(fmt.Sprintf("--frame-size must be a size from %s up to the chunk size, %s (got %q)",
+				progress.Bytes(compress.MinChunkSize), progress.Bytes(chunk), o.FrameSize))
+		}
+	}
 	if o.Threads < 0 {
 		return exitcodes.Usagef("--threads must be 1 or more")
 	}
@@ -174,7 +185,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	}
 
 	m := o.meter("compressing")
-	opts := compress.WriteOptions{Level: level, ChunkSize: int(chunk), Threads: o.Threads, Encoder: o.Encoder,
+	opts := compress.WriteOptions{Level: level, ChunkSize: int(chunk), FrameSize: int(frame), Threads: o.Threads, Encoder: o.Encoder,
 		Progress: func(p compress.Progress) { m.Set(p.FilesDone, p.BytesDone) }}
 	if o.Progress {
 		// Totals for the ETA: one metadata walk, cheap next to compressing.
@@ -189,7 +200,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := &compressReport{Output: out, Level: level.String(), Encoder: res.Encoder, ChunkSize: chunk, Entries: res.Entries, Files: res.Files,
+	rep := &compressReport{Output: out, Level: level.String(), Encoder: res.Encoder, ChunkSize: chunk, FrameSize: frame, Entries: res.Entries, Files: res.Files,
 		Dirs: res.Dirs, Symlinks: res.Symlinks, HardLinks: res.Links, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
 		Seconds: time.Since(start).Seconds(), Changed: problemRecords(res.Changed), Unreadable: problemRecords(res.Unreadable),
 		Skipped: problemRecords(res.Skipped), WalkErrors: problemRecords(res.WalkErrors), Unlisted: res.Dropped}
@@ -237,8 +248,8 @@ func (o *compressOptions) printCompress(r *compressReport) error {
 	}
 	fmt.Fprintf(w, "archive:     %s\n", r.Output)
 	fmt.Fprintf(w, "entries:     %d files, %d folders, %d symlinks, %d hard links\n", r.Files, r.Dirs, r.Symlinks, r.HardLinks)
-	fmt.Fprintf(w, "size:        %s of file data -> %s archive (%.1f %%), level %s (%s encoder), %s chunks, %.1fs\n",
-		progress.Bytes(r.BytesIn), progress.Bytes(r.BytesOut), 100*ratio, r.Level, r.Encoder, progress.Bytes(r.ChunkSize), r.Seconds)
+	fmt.Fprintf(w, "size:        %s of file data -> %s archive (%.1f %%), level %s (%s encoder), %s chunks in %s frames, %.1fs\n",
+		progress.Bytes(r.BytesIn), progress.Bytes(r.BytesOut), 100*ratio, r.Level, r.Encoder, progress.Bytes(r.ChunkSize), progress.Bytes(r.FrameSize), r.Seconds)
 	for _, l := range []struct {
 		what string
 		ps   []problemRecord

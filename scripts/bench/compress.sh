@@ -49,10 +49,8 @@ if "$U" compress --help >/dev/null 2>&1; then
 fi
 
 prof="$WORK/profile-$SIZE"
-if [ ! -d "$prof/store" ]; then
-	echo "generating a $SIZE profile store in $prof ..." >&2
-	"$WORK/bin/mkstore" -kind profile -size "$SIZE" -out "$prof" >/dev/null
-fi
+. "$ROOT/scripts/bench/lib.sh"
+profile_store "$prof" "$WORK/bin/mkstore" -size "$SIZE"
 store="$prof/store"
 bytes=$(find "$store" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 nfiles=$(find "$store" -type f | wc -l)

@@ -45,12 +45,14 @@ go build -o "$WORK/usmtkit" ./cmd/usmtkit
 STORE=$WORK/data/store
 ARCHIVE=$WORK/store.tar.zst
 SQFS=$WORK/store.sqfs
-if [ -d "$STORE" ] && [ -f "$SQFS" ]; then
+go build -o "$WORK/mkstore" ./fixtures/cmd/mkstore
+# Data from an older fixtures.Profile generation is not reused.
+if [ -d "$STORE" ] && [ -f "$SQFS" ] && [ "$(cat "$WORK/data/profile-generation" 2>/dev/null)" = "$("$WORK/mkstore" -generation)" ]; then
   echo "(reusing the data in $WORK; remove it to generate new data)"
   rm -f "$ARCHIVE" # rebuilt by this build's compress
 else
   rm -rf "$WORK/data" "$SQFS"
-  go run ./fixtures/cmd/mkstore -kind profile -size "$SIZE" -out "$WORK/data" >/dev/null
+  "$WORK/mkstore" -kind profile -size "$SIZE" -out "$WORK/data" >/dev/null
   mksquashfs "$STORE" "$SQFS" -comp zstd -noappend -quiet >/dev/null
 fi
 

@@ -30,10 +30,8 @@ if [ ! -d "$many/store" ]; then
 	"$WORK/bin/mkstore" -kind many -files "$FILES" -out "$many" >/dev/null
 fi
 prof="$WORK/profile-$SIZE"
-if [ ! -d "$prof/store" ]; then
-	echo "generating a $SIZE profile store in $prof ..." >&2
-	"$WORK/bin/mkstore" -kind profile -size "$SIZE" -out "$prof" >/dev/null
-fi
+. "$ROOT/scripts/bench/lib.sh"
+profile_store "$prof" "$WORK/bin/mkstore" -size "$SIZE"
 
 # timed LABEL CMD...: runs CMD under /usr/bin/time, prints a row.
 timed() {

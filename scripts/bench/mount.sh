@@ -18,10 +18,12 @@
 # (seconds per phase, default 300; a phase that runs longer shows
 # "timeout"), ROWS (rows to run, default all: usmtkit-archive
 # usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir
-# usmtkit-dir-nopt), BUILD (0: reuse the
-# binaries already in $WORK/bin instead of building them), MOUNT_OPTS
+# usmtkit-dir-nopt), BUILD (0: reuse the binaries already in $WORK/bin
+# and the usmtkit archives made by the last run instead of building
+# them), MOUNT_OPTS
 # (more options for `usmtkit mount`, e.g. "--cache-size 16"). Needs root or fusermount3, plus squashfuse, archivemount,
-# mksquashfs, zstd and tar. The page cache is warm for the backing files
+# mksquashfs, zstd and tar. A store made by an older fixtures.Profile is
+# generated again (scripts/bench/lib.sh). The page cache is warm for the backing files
 # (they are read while building); the FUSE caches are cold on each mount.
 set -euo pipefail
 
@@ -44,13 +46,14 @@ MNT="$WORK/mnt"
 if grep -q " $MNT " /proc/self/mountinfo; then fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT"; fi
 
 data="$WORK/profile-$SIZE"
-if [ ! -d "$data/store" ]; then
-	echo "generating a $SIZE profile store in $data ..." >&2
-	"$WORK/bin/mkstore" -kind profile -size "$SIZE" -out "$data" >/dev/null
-fi
+. "$ROOT/scripts/bench/lib.sh"
+profile_store "$data" "$WORK/bin/mkstore" -size "$SIZE"
 STORE="$data/store"
 
 arch="$data/store.usmtkit.tar.zst"
+# The usmtkit archives are written by the usmtkit under test (its format
+# and defaults may have changed since the last run), unless BUILD=0.
+[ "${BUILD:-1}" = 0 ] || rm -f "$arch" "$data/store.usmtkit-128k.tar.zst"
 if [ ! -f "$arch" ]; then
 	if "$U" compress --help >/dev/null 2>&1; then
 		echo "usmtkit compress $STORE -o $arch" >&2

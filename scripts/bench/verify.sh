@@ -26,10 +26,8 @@ mkdir -p "$WORK/bin"
 U="$WORK/bin/usmtkit"
 
 prof="$WORK/profile-$SIZE-$FILES"
-if [ ! -d "$prof/store" ]; then
-	echo "generating a $SIZE profile store in $prof ..." >&2
-	"$WORK/bin/mkstore" -kind profile -size "$SIZE" -files "$FILES" -out "$prof" >/dev/null
-fi
+. "$ROOT/scripts/bench/lib.sh"
+profile_store "$prof" "$WORK/bin/mkstore" -size "$SIZE" -files "$FILES"
 store="$prof/store"
 man="$WORK/profile.manifest"
 "$U" -q index --force --threads "$THREADS" -o "$man" "$store" >/dev/null

@@ -1,0 +1,148 @@
+package compress
+
+// Chunks made of several frames (format version 2, docs/format.md §1).
+//
+// A chunk (4 MiB by default) is the unit of the TOC and of its xxhash64,
+// but its bytes are cut into independent zstd frames (256 KiB by
+// default). A zstd frame can only be decoded from its start, so a read in
+// the middle of a one-frame chunk has to decode everything before it (up
+// to 4 MiB, several milliseconds); with frames, a read decodes only the
+// frames it touches. The TOC does not list the frames: they are found by
+// walking their headers and block headers from the chunk's start
+// (zstdFrameLen: a few 3-byte reads per frame, nothing decoded), once per
+// cache entry and only as far as a read needs. Each decoded frame is
+// complete, so its zstd content checksum is checked; the chunk's xxhash64
+// is checked when a read decodes the whole chunk.
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// frameLoc is where one frame of a chunk starts: its archive offset and
+// the chunk offset of its first byte (the tar padding of a file's last
+// chunk is counted). The entry after the last frame found is where the
+// next one starts.
+type frameLoc struct {
+	off int64
+	u   int
+}
+
+// span is decoded bytes of a chunk, from chunk offset start on.
+type span struct {
+	start int
+	data  []byte
+}
+
+// maxChunkFrames bounds the frames a reader tracks in one chunk: a 64 MiB
+// chunk of 64 KiB frames has 1024. A chunk with more (no usmtkit writes
+// one) is decoded whole.
+const maxChunkFrames = 1024
+
+// Outcomes of decodeFrames.
+const (
+	framesDecoded = iota // the frames holding the bytes were decoded
+	framesOne            // the chunk is one frame: decode a prefix instead
+	framesTooMany        // over maxChunkFrames: decode the whole chunk
+)
+
+// decodeFrames decodes the frames of chunk c that hold its bytes lo..need
+// (chunk offsets), finding them first (ent.frames, whose lock the caller
+// holds, keeps what was found). The error wraps store.ErrCorrupt when the
+// frames are damaged or do not add up to the chunk.
+func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEnt, lo, need int) (span, int, error) {
+	ch := a.t.chunk(c)
+	want := int(ch.uSize)
+	if last {
+		want += int(tarPad(fileSize))
+	}
+	end := int64(ch.off) + int64(ch.cSize)
+	if len(ent.frames) == 0 {
+		ent.frames = []frameLoc{{off: int64(ch.off)}}
+	}
+	for {
+		cur := ent.frames[len(ent.frames)-1]
+		if cur.u >= need || cur.off == end {
+			break
+		}
+		if len(ent.frames) > maxChunkFrames {
+			return span{}, framesTooMany, nil
+		}
+		n, fcs, err := zstdFrameLen(a.f, cur.off, uint64(end))
+		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				return span{}, 0, fmt.Errorf("reading the archive: %w", err)
+			}
+			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk: %v", store.ErrCorrupt, len(ent.frames)-1, err)
+		}
+		if fcs <= 0 {
+			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk does not say its size", store.ErrCorrupt, len(ent.frames)-1)
+		}
+		if int64(cur.u)+fcs > int64(want) {
+			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk holds %d bytes, more than the %d the TOC leaves for it", store.ErrCorrupt, len(ent.frames)-1, fcs, want-cur.u)
+		}
+		ent.frames = append(ent.frames, frameLoc{off: cur.off + n, u: cur.u + int(fcs)})
+	}
+	fr := ent.frames
+	if tail := fr[len(fr)-1]; tail.off == end && tail.u != want {
+		return span{}, 0, fmt.Errorf("%w: the chunk's frames hold %d bytes, the TOC says %d", store.ErrCorrupt, tail.u, want)
+	}
+	if len(fr) == 2 && fr[1].u == want {
+		return span{}, framesOne, nil
+	}
+	// fa: the frame holding lo; fb: the first frame boundary at or past need.
+	fa, fb := 0, len(fr)-1
+	for fa+1 < len(fr) && fr[fa+1].u <= lo {
+		fa++
+	}
+	for fb > fa+1 && fr[fb-1].u >= need {
+		fb--
+	}
+	from, to := fr[fa], fr[fb]
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	cn := int(to.off - from.off)
+	if cap(*bp) < cn {
+		*bp = make([]byte, cn)
+	}
+	buf := (*bp)[:cn]
+	if _, err := a.f.ReadAt(buf, from.off); err != nil {
+		return span{}, 0, fmt.Errorf("reading the archive: %w", err)
+	}
+	data, err := decodeWholeFrame(buf, to.u-from.u)
+	if err != nil {
+		return span{}, 0, fmt.Errorf("%w: frames %d-%d of the chunk: %v", store.ErrCorrupt, fa, fb-1, err)
+	}
+	if len(data) != to.u-from.u {
+		return span{}, 0, fmt.Errorf("%w: frames %d-%d of the chunk decoded to %d bytes, expected %d", store.ErrCorrupt, fa, fb-1, len(data), to.u-from.u)
+	}
+	return span{start: from.u, data: data[:min(len(data), int(ch.uSize)-from.u)]}, framesDecoded, nil
+}
+
+// spanFor returns a decoded span that holds chunk bytes lo..need.
+func (ent *cacheEnt) spanFor(lo, need int) (span, bool) {
+	for _, sp := range ent.spans {
+		if sp.start <= lo && sp.start+len(sp.data) >= need {
+			return sp, true
+		}
+	}
+	return span{}, false
+}
+
+// addSpan keeps a decoded span, dropping those it overlaps: the spans of
+// an entry never overlap, so together they hold at most the chunk's size,
+// which is what the cache counts for the entry.
+func (ent *cacheEnt) addSpan(sp span) {
+	end := sp.start + len(sp.data)
+	kept := ent.spans[:0]
+	for _, o := range ent.spans {
+		if o.start+len(o.data) <= sp.start || o.start >= end {
+			kept = append(kept, o)
+		}
+	}
+	ent.spans = append(kept, sp)
+}

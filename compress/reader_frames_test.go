@@ -1,0 +1,205 @@
+package compress
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/usmtkit/usmtkit/internal/storetest"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// testFrame cuts partialChunk chunks into 16 frames.
+const testFrame = partialChunk / 16
+
+// framedArchive writes the partial-decode test file (3 chunks and a bit)
+// in chunks of 16 frames (format version 2).
+func framedArchive(t *testing.T) (dir, path string, want []byte) {
+	t.Helper()
+	dir, want = partialTree(t)
+	path, _ = writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: testFrame})
+	return dir, path, want
+}
+
+// chunkFrames walks the frames of chunk k of a file the way a reader does.
+func chunkFrames(t *testing.T, a *Archive, path string, k uint32) []frameLoc {
+	t.Helper()
+	ch := chunkOf(t, a, path, k)
+	end := int64(ch.off) + int64(ch.cSize)
+	fr := []frameLoc{{off: int64(ch.off)}}
+	for fr[len(fr)-1].off < end {
+		cur := fr[len(fr)-1]
+		n, fcs, err := zstdFrameLen(a.f, cur.off, uint64(end))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr = append(fr, frameLoc{off: cur.off + n, u: cur.u + int(fcs)})
+	}
+	return fr
+}
+
+// TestFramedChunks: a version 2 archive holds every chunk as frames of
+// the frame size; random reads decode only the frames they touch and
+// return the right bytes anywhere (inside a frame, across frames, across
+// chunks, at the end of the file); a sequential read decodes and verifies
+// whole chunks.
+func TestFramedChunks(t *testing.T) {
+	_, path, want := framedArchive(t)
+	a := openArchive(t, path)
+	if a.ft.version != FormatVersion || a.t.frameSize != testFrame || a.Info().Version != ArchiveVersion(2) {
+		t.Fatalf("version %d, frame size %d, info %q", a.ft.version, a.t.frameSize, a.Info().Version)
+	}
+	for k := uint32(0); k < 4; k++ {
+		fr := chunkFrames(t, a, "big.bin", k)
+		ch := chunkOf(t, a, "big.bin", k)
+		frames := (int(ch.uSize) + testFrame - 1) / testFrame
+		if len(fr)-1 != frames {
+			t.Errorf("chunk %d: %d frames, want %d", k, len(fr)-1, frames)
+		}
+	}
+
+	f := openBig(t, a)
+	// One 4 KiB read in the middle of chunk 1 decodes one frame.
+	off := int64(partialChunk + 5*testFrame + 100)
+	buf := make([]byte, 4096)
+	if n, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], want[off:off+4096]) {
+		t.Fatalf("read at %d: %d, %v", off, n, err)
+	}
+	ent, _ := a.cache.entry(f.first+1, partialChunk)
+	if ent.done || len(ent.data) != 0 || len(ent.spans) != 1 || ent.spans[0].start != 5*testFrame || len(ent.spans[0].data) != testFrame {
+		t.Fatalf("after one read: done %v, prefix %d, spans %d", ent.done, len(ent.data), len(ent.spans))
+	}
+	// Random reads of every shape match the source.
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 400 {
+		off := r.Int64N(int64(len(want)))
+		n := 1 + r.IntN(3*testFrame)
+		if r.IntN(4) == 0 {
+			n = 1 + r.IntN(2*partialChunk)
+		}
+		p := make([]byte, n)
+		got, err := f.ReadAt(p, off)
+		if err != nil && !(errors.Is(err, io.EOF) && off+int64(n) > int64(len(want))) {
+			t.Fatalf("read %d at %d: %v", n, off, err)
+		}
+		if !bytes.Equal(p[:got], want[off:off+int64(got)]) {
+			t.Fatalf("read %d at %d: wrong bytes", n, off)
+		}
+	}
+	// ReadSpan hands out a slice of a decoded frame run.
+	b, err := f.ReadSpan(make([]byte, 100), int64(2*partialChunk+3*testFrame+7), nil)
+	if err != nil || !bytes.Equal(b, want[2*partialChunk+3*testFrame+7:][:100]) {
+		t.Fatalf("ReadSpan: %v", err)
+	}
+	// A sequential read of the whole file verifies every chunk.
+	got, err := readAll(t, a, &store.Entry{StorePath: "big.bin"})
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("whole read: %v", err)
+	}
+	if err := a.VerifyAll(context.Background(), func(p string, k int, err error) {
+		if err != nil {
+			t.Errorf("verify %s chunk %d: %v", p, k, err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFramedDamage: a byte flipped in one frame fails the reads of that
+// frame (its zstd checksum) and of the whole chunk, not the reads of the
+// chunk's other frames before the damage is known; salvage names the file.
+func TestFramedDamage(t *testing.T) {
+	dir, good, want := framedArchive(t)
+	a := openArchive(t, good)
+	fr := chunkFrames(t, a, "big.bin", 1)
+	path := storetest.CopyToTemp(t, good)
+	flipByte(t, path, (fr[6].off+fr[7].off)/2) // inside frame 6 of chunk 1
+	a = openArchive(t, path)
+	f := openBig(t, a)
+	buf := make([]byte, 4096)
+	okOff := int64(partialChunk + 2*testFrame)
+	if n, err := f.ReadAt(buf, okOff); err != nil || !bytes.Equal(buf[:n], want[okOff:okOff+4096]) {
+		t.Fatalf("read of an intact frame of the damaged chunk: %v", err)
+	}
+	badOff := int64(partialChunk + 6*testFrame + 10)
+	if _, err := f.ReadAt(buf, badOff); !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "chunk 1 of 4") {
+		t.Fatalf("read of the damaged frame: %v", err)
+	}
+	// Known damaged from now on, and the other chunks still read.
+	if _, err := f.ReadAt(buf, okOff); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("read of a chunk known damaged: %v", err)
+	}
+	for _, off := range []int64{0, 2*partialChunk + 9*testFrame, 3 * partialChunk} {
+		if n, err := f.ReadAt(buf, off); (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+			t.Errorf("undamaged chunk read at %d: %v", off, err)
+		}
+	}
+	var bad []int
+	if err := a.VerifyAll(context.Background(), func(p string, k int, err error) {
+		if err != nil {
+			bad = append(bad, k)
+		}
+	}); err != nil || len(bad) != 1 || bad[0] != 1 {
+		t.Fatalf("verify: %v, damaged chunks %v", err, bad)
+	}
+	rep, err := SalvageTo(context.Background(), path, filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.DamagedCount != 1 || rep.Damaged[0].Path != "big.bin" {
+		t.Fatalf("salvage: %+v", rep)
+	}
+	_ = dir
+}
+
+// TestFramedTools: GNU tar and zstd read a version 2 archive like any
+// other (concatenated frames are plain zstd), and salvage restores it.
+func TestFramedTools(t *testing.T) {
+	requireTool(t, "tar", "zstd", "bash")
+	dir, path, _ := framedArchive(t)
+	x, stderr := tarExtract(t, path, false, "--pax-option=delete=USMTZ.*,delete=LIBARCHIVE.*,delete=hdrcharset")
+	if stderr != "" {
+		t.Errorf("tar printed: %s", stderr)
+	}
+	compareDirs(t, dir, x)
+	x, _ = tarExtract(t, path, true)
+	compareDirs(t, dir, x)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	salvageCompare(t, dir, path, fi.Size()-footerSize)
+}
+
+// TestFrameSizeOption: the frame size is checked, defaults to 256 KiB (or
+// the chunk), and a frame as big as the chunk writes format version 1.
+func TestFrameSizeOption(t *testing.T) {
+	dir, _ := partialTree(t)
+	src := openPlain(t, dir)
+	for _, bad := range []WriteOptions{{FrameSize: MinChunkSize - 1}, {ChunkSize: partialChunk, FrameSize: 2 * partialChunk}} {
+		if _, err := Write(context.Background(), nil, src, bad); err == nil || !strings.Contains(err.Error(), "frame size") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	for _, c := range []struct {
+		opts      WriteOptions
+		version   uint32
+		frameSize uint32
+	}{
+		{WriteOptions{}, FormatVersion, DefaultFrameSize},
+		{WriteOptions{ChunkSize: 128 << 10}, formatSingleFrame, 0},
+		{WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk}, formatSingleFrame, 0},
+	} {
+		p, _ := writeArchive(t, src, c.opts)
+		a := openArchive(t, p)
+		if a.ft.version != c.version || a.t.frameSize != c.frameSize {
+			t.Errorf("%+v: version %d frame size %d", c.opts, a.ft.version, a.t.frameSize)
+		}
+	}
+}

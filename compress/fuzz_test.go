@@ -13,8 +13,20 @@ import (
 	"github.com/usmtkit/usmtkit/store"
 )
 
-// smallArchive is a valid archive of a few entries, the fuzz seed.
+// smallArchive is a valid archive of a few entries, the fuzz seed (format
+// version 1: chunks of one frame).
 func smallArchive(t testing.TB) []byte {
+	return smallArchiveOpts(t, WriteOptions{ChunkSize: MinChunkSize})
+}
+
+// smallFramedArchive is smallArchive in format version 2: its 70000-byte
+// file is one chunk of two frames, so a read in its middle takes the
+// frame walk (reader_frames.go).
+func smallFramedArchive(t testing.TB) []byte {
+	return smallArchiveOpts(t, WriteOptions{ChunkSize: 2 * MinChunkSize, FrameSize: MinChunkSize})
+}
+
+func smallArchiveOpts(t testing.TB, opts WriteOptions) []byte {
 	dir := filepath.Join(t.TempDir(), "src")
 	if err := (fixtures.Tree{
 		"a.txt":       fixtures.File{Data: []byte("hello\n")},
@@ -26,7 +38,7 @@ func smallArchive(t testing.TB) []byte {
 	}).Build(dir); err != nil {
 		t.Fatal(err)
 	}
-	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: MinChunkSize})
+	path, _ := writeArchive(t, openPlain(t, dir), opts)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +85,7 @@ func exerciseArchive(data []byte) {
 // through every reader path.
 func FuzzIndex(f *testing.F) {
 	f.Add(smallArchive(f))
+	f.Add(smallFramedArchive(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		exerciseArchive(data)
 	})
@@ -82,6 +95,7 @@ func FuzzIndex(f *testing.F) {
 // state machine.
 func FuzzSalvage(f *testing.F) {
 	f.Add(smallArchive(f))
+	f.Add(smallFramedArchive(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := salvage(context.Background(), bytes.NewReader(data), int64(len(data)), func(e *SalvagedEntry, r io.Reader) error {
 			_, err := io.Copy(io.Discard, r)

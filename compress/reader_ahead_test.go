@@ -131,16 +131,16 @@ func TestReadSpan(t *testing.T) {
 	}
 }
 
-// TestNearRandomReads: a random read that lands near the previous one is
-// still decoded partially; only a third read in a row near the last one
-// is taken for a walk (whole chunk).
+// TestNearRandomReads: random reads that land near the previous one are
+// still decoded partially, however many in a row; a read that starts
+// exactly where the last one ended starts a walk (whole chunk).
 func TestNearRandomReads(t *testing.T) {
 	dir, want := partialTree(t)
 	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
 	a := openArchive(t, path)
 	f := openBig(t, a)
 	buf := make([]byte, 4096)
-	for i, off := range []int64{2*partialChunk + 300_000, 2*partialChunk + 100_000, 2*partialChunk + 150_000} {
+	for i, off := range []int64{2*partialChunk + 300_000, 2*partialChunk + 100_000, 2*partialChunk + 150_000, 2*partialChunk + 150_000 + 4096} {
 		if n, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
@@ -151,7 +151,7 @@ func TestNearRandomReads(t *testing.T) {
 		e.mu.Lock()
 		done := e.done
 		e.mu.Unlock()
-		if done != (i == 2) {
+		if done != (i == 3) {
 			t.Errorf("read %d: chunk decoded whole: %v", i, done)
 		}
 	}

@@ -55,7 +55,7 @@ func exerciseArchive(data []byte) {
 		return
 	}
 	t, err := parseTOC(raw, ft.entryCount, ft.tocOffset)
-	if err != nil {
+	if err != nil || checkFrameSize(ft, t) != nil {
 		return
 	}
 	a := newArchive(r, "fuzz", int64(len(data)), ft, t, ReaderOptions{CacheBytes: 1 << 20})

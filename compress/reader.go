@@ -139,6 +139,9 @@ func open(f *os.File, path string, opts ReaderOptions) (*Archive, error) {
 		return nil, indexError(path, err)
 	}
 	t, err := parseTOC(raw, ft.entryCount, ft.tocOffset)
+	if err == nil {
+		err = checkFrameSize(ft, t)
+	}
 	if err != nil {
 		return nil, indexError(path, err)
 	}

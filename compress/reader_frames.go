@@ -31,6 +31,22 @@ type frameLoc struct {
 	u   int
 }
 
+// checkFrameSize: a version 2 archive's TOC must give the frame size
+// (the walk checks every frame's size against it), a version 1 archive's
+// must not.
+func checkFrameSize(ft *footer, t *toc) error {
+	if ft.version == formatSingleFrame {
+		if t.frameSize != 0 {
+			return fmt.Errorf("%w: a format version 1 index gives a frame size (%d)", store.ErrCorrupt, t.frameSize)
+		}
+		return nil
+	}
+	if t.frameSize < MinChunkSize || t.frameSize > MaxChunkSize {
+		return fmt.Errorf("%w: the index gives no valid frame size (%d)", store.ErrCorrupt, t.frameSize)
+	}
+	return nil
+}
+
 // span is decoded bytes of a chunk, from chunk offset start on.
 type span struct {
 	start int
@@ -52,7 +68,7 @@ const (
 // decodeFrames decodes the frames of chunk c that hold its bytes lo..need
 // (chunk offsets), finding them first (ent.frames, whose lock the caller
 // holds, keeps what was found). The error wraps store.ErrCorrupt when the
-// frames are damaged or do not add up to the chunk.
+// frames are damaged or are not the sizes the format gives them.
 func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEnt, lo, need int) (span, int, error) {
 	ch := a.t.chunk(c)
 	want := int(ch.uSize)
@@ -60,6 +76,10 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 		want += int(tarPad(fileSize))
 	}
 	end := int64(ch.off) + int64(ch.cSize)
+	frameSize := int(a.t.frameSize)
+	if frameSize < MinChunkSize || frameSize > MaxChunkSize {
+		return span{}, 0, fmt.Errorf("%w: the index gives no valid frame size (%d)", store.ErrCorrupt, frameSize)
+	}
 	if len(ent.frames) == 0 {
 		ent.frames = []frameLoc{{off: int64(ch.off)}}
 	}
@@ -82,8 +102,11 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 		if fcs <= 0 {
 			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk does not say its size", store.ErrCorrupt, len(ent.frames)-1)
 		}
-		if int64(cur.u)+fcs > int64(want) {
-			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk holds %d bytes, more than the %d the TOC leaves for it", store.ErrCorrupt, len(ent.frames)-1, fcs, want-cur.u)
+		// Every frame holds the frame size, the chunk's last one the rest:
+		// a frame that says otherwise would shift every later frame's
+		// bytes to the wrong place in the file, with their checksums good.
+		if exp := min(frameSize, want-cur.u); fcs != int64(exp) {
+			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk says it holds %d bytes, not %d", store.ErrCorrupt, len(ent.frames)-1, fcs, exp)
 		}
 		ent.frames = append(ent.frames, frameLoc{off: cur.off + n, u: cur.u + int(fcs)})
 	}

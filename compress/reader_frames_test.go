@@ -203,3 +203,82 @@ func TestFrameSizeOption(t *testing.T) {
 		}
 	}
 }
+
+// TestFramedHostileSizes: frames whose stated sizes do not add up to the
+// chunk (a flipped Frame_Content_Size, or a frame header that says
+// nothing) make the reads of that chunk fail as damage, never a panic or
+// wrong bytes, and leave the other chunks readable.
+func TestFramedHostileSizes(t *testing.T) {
+	_, good, want := framedArchive(t)
+	a := openArchive(t, good)
+	fr := chunkFrames(t, a, "big.bin", 1)
+	for _, c := range []struct {
+		name  string
+		patch func(b []byte, off int64)
+		words string
+	}{
+		{"one-more-byte", func(b []byte, off int64) { b[fcsOffset(b, off)]++ }, "says it holds"},
+		{"block-size", func(b []byte, off int64) { b[fcsOffset(b, off)+3] ^= 0x40 }, "frame"},
+		{"no-size", func(b []byte, off int64) { b[off+4] &^= 0xC0 | 0x20 }, "frame 3"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := storetest.CopyToTemp(t, good)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.patch(b, fr[3].off)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			a := openArchive(t, path)
+			f := openBig(t, a)
+			buf := make([]byte, 4096)
+			off := int64(partialChunk + 5*testFrame + 10) // past the patched frame: the walk crosses it
+			n, err := f.ReadAt(buf, off)
+			if err == nil && !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+				t.Fatalf("wrong bytes without an error")
+			}
+			if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), c.words) {
+				t.Fatalf("read past the patched frame: %v", err)
+			}
+			if _, err := readAll(t, a, &store.Entry{StorePath: "big.bin"}); !errors.Is(err, store.ErrCorrupt) {
+				t.Fatalf("whole read: %v", err)
+			}
+			if n, err := f.ReadAt(buf, 2*partialChunk+7); err != nil || !bytes.Equal(buf[:n], want[2*partialChunk+7:][:n]) {
+				t.Fatalf("read of another chunk: %v", err)
+			}
+		})
+	}
+}
+
+// fcsOffset is where the Frame_Content_Size field of the zstd frame at off
+// starts (RFC 8878 3.1.1.1): after the magic, the descriptor, the window
+// descriptor (absent in a single-segment frame) and the dictionary ID.
+func fcsOffset(b []byte, off int64) int64 {
+	d := b[off+4]
+	pos := off + 5
+	if d&0x20 == 0 {
+		pos++
+	}
+	pos += []int64{0, 1, 2, 4}[d&3]
+	return pos
+}
+
+// TestCheckFrameSize: a version 2 index must give a frame size in range,
+// a version 1 index none.
+func TestCheckFrameSize(t *testing.T) {
+	for _, c := range []struct {
+		version, frameSize uint32
+		ok                 bool
+	}{
+		{1, 0, true}, {1, DefaultFrameSize, false},
+		{2, DefaultFrameSize, true}, {2, MinChunkSize, true}, {2, MaxChunkSize, true},
+		{2, 0, false}, {2, MinChunkSize - 1, false}, {2, MaxChunkSize + 1, false},
+	} {
+		err := checkFrameSize(&footer{version: c.version}, &toc{frameSize: c.frameSize})
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, store.ErrCorrupt)) {
+			t.Errorf("version %d frame size %d: %v", c.version, c.frameSize, err)
+		}
+	}
+}

@@ -666,7 +666,14 @@ func searchEnds(ends []int64, off int64) int {
 // same way.
 func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool) (data []byte, base, from int, err error) {
 	c := f.first + k
-	ent, err := a.cache.entry(c, int64(a.t.chunk(c).uSize))
+	size := int64(a.t.chunk(c).uSize)
+	expect := size // what this read will probably decode
+	if !full && a.ft.version > formatSingleFrame {
+		expect = min(size, int64(a.t.frameSize))
+	} else if !full {
+		expect = min(size, int64(need))
+	}
+	ent, err := a.cache.entry(c, size, expect)
 	if err != nil {
 		return nil, 0, -1, f.chunkError(k, err)
 	}
@@ -1127,8 +1134,10 @@ func newChunkCache(max int64) *chunkCache {
 // entry that could not fit once decoded whole (size: the chunk's bytes),
 // or any entry when there is no cache, is returned without being kept. A
 // new entry counts nothing until resize. It fails with the damage already
-// found in the chunk.
-func (cc *chunkCache) entry(c uint32, size int64) (*cacheEnt, error) {
+// found in the chunk. Room for expect bytes (what the caller will probably
+// decode into a new entry) is made first, so that the least recently used
+// entries can be collected before the decode allocates.
+func (cc *chunkCache) entry(c uint32, size, expect int64) (*cacheEnt, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if err := cc.bad[c]; err != nil {
@@ -1141,6 +1150,9 @@ func (cc *chunkCache) entry(c uint32, size int64) (*cacheEnt, error) {
 	ent := &cacheEnt{c: c}
 	if cc.max < 0 || size > cc.max {
 		return ent, nil
+	}
+	for cc.used+expect > cc.max && cc.lru.Len() > 0 {
+		cc.remove(cc.lru.Back())
 	}
 	cc.ents[c] = cc.lru.PushFront(ent)
 	return ent, nil

@@ -58,7 +58,7 @@ func (a *Archive) decodeAhead(f *archiveFile, k int) {
 			c := f.first + uint32(k)
 			cost := int64(a.t.chunk(c).uSize)
 			done += cost
-			ent, err := cc.entry(c, cost)
+			ent, err := cc.entry(c, cost, cost)
 			// TryLock: a chunk whose entry is locked is being decoded
 			// (by a reader, who needs it now) or read.
 			if err != nil || !ent.mu.TryLock() {

@@ -71,7 +71,7 @@ func TestFramedChunks(t *testing.T) {
 	if n, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], want[off:off+4096]) {
 		t.Fatalf("read at %d: %d, %v", off, n, err)
 	}
-	ent, _ := a.cache.entry(f.first+1, partialChunk)
+	ent, _ := a.cache.entry(f.first+1, partialChunk, 0)
 	if ent.done || len(ent.data) != 0 || len(ent.spans) != 1 || ent.spans[0].start != 5*testFrame || len(ent.spans[0].data) != testFrame {
 		t.Fatalf("after one read: done %v, prefix %d, spans %d", ent.done, len(ent.data), len(ent.spans))
 	}

@@ -49,6 +49,8 @@ func TestCompressCommand(t *testing.T) {
 		{[]string{"compress", sp}, exitcodes.Usage, "needs -o"},
 		{[]string{"compress", sp, "-o", out + "2", "--level", "max"}, exitcodes.Usage, "unknown compression level"},
 		{[]string{"compress", sp, "-o", out + "2", "--chunk-size", "1KiB"}, exitcodes.Usage, "--chunk-size must be"},
+		{[]string{"compress", sp, "-o", out + "2", "--frame-size", "8MiB"}, exitcodes.Usage, "--frame-size must be"},
+		{[]string{"compress", sp, "-o", out + "2", "--frame-size", "32KiB"}, exitcodes.Usage, "--frame-size must be"},
 	} {
 		code, _, stderr := runCLI(t, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.msg) {
@@ -60,6 +62,26 @@ func TestCompressCommand(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "compress", sp, "-o", out, "--force"); code != 0 {
 		t.Fatalf("--force: %d %s", code, stderr)
+	}
+	// --frame-size: reported, and the archive's format version follows it.
+	for _, tc := range []struct {
+		args    []string
+		frame   int64
+		version string
+	}{
+		{nil, 256 << 10, "usmtkit archive v2"},
+		{[]string{"--frame-size", "128KiB"}, 128 << 10, "usmtkit archive v2"},
+		{[]string{"--frame-size", "4MiB"}, 4 << 20, "usmtkit archive v1"},
+	} {
+		o := filepath.Join(dir, "f.tar.zst")
+		code, stdout, stderr := runCLI(t, append([]string{"compress", "--json", "--force", sp, "-o", o}, tc.args...)...)
+		var rep compressReport
+		if code != 0 || json.Unmarshal([]byte(stdout), &rep) != nil || rep.FrameSize != tc.frame || rep.ChunkSize != 4<<20 {
+			t.Fatalf("%v: exit %d %+v %s", tc.args, code, rep, stderr)
+		}
+		if _, stdout, _ := runCLI(t, "info", o); !strings.Contains(stdout, tc.version) {
+			t.Errorf("%v: info says %q, want %s", tc.args, stdout, tc.version)
+		}
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(dir, ".pc.tar.zst.tmp-*"))
 	if len(leftovers) != 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -280,5 +281,73 @@ func TestCheckFrameSize(t *testing.T) {
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, store.ErrCorrupt)) {
 			t.Errorf("version %d frame size %d: %v", c.version, c.frameSize, err)
 		}
+	}
+}
+
+// TestFramedConcurrentReads: goroutines reading one framed file at random
+// (some through one open file, so their reads also start and break walks)
+// with a cache that holds a few frames get the right bytes, and the cache
+// stays within its bound (run with -race).
+func TestFramedConcurrentReads(t *testing.T) {
+	_, path, want := framedArchive(t)
+	const bound = 5 * testFrame
+	a, err := Open(path, ReaderOptions{CacheBytes: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	shared := openBig(t, a)
+	done := make(chan error)
+	for g := range 8 {
+		go func() {
+			f := shared
+			if g%2 == 0 {
+				// Its own open file (openBig's t.Fatal is for the test's goroutine).
+				e, err := a.Stat("big.bin")
+				if err != nil {
+					done <- err
+					return
+				}
+				sf, err := a.Open(e)
+				if err != nil {
+					done <- err
+					return
+				}
+				f = sf.(*archiveFile)
+			}
+			r := rand.New(rand.NewPCG(uint64(g), 11))
+			for range 150 {
+				off := r.Int64N(int64(len(want)))
+				n := 1 + r.IntN(2*testFrame)
+				if r.IntN(8) == 0 {
+					n = 1 + r.IntN(partialChunk)
+				}
+				buf := make([]byte, n)
+				var k int
+				var err error
+				if r.IntN(2) == 0 {
+					k, err = f.ReadAt(buf, off)
+				} else {
+					var b []byte
+					b, err = f.ReadSpan(buf, off, nil)
+					k = copy(buf, b)
+				}
+				if (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(buf[:k], want[off:off+int64(k)]) {
+					done <- fmt.Errorf("read %d at %d: %d bytes, %v", n, off, k, err)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	a.cache.mu.Lock()
+	defer a.cache.mu.Unlock()
+	if a.cache.used > bound {
+		t.Errorf("cache holds %d bytes, bound %d", a.cache.used, bound)
 	}
 }

@@ -10,6 +10,9 @@
 #   seq       every file read once, MB/s
 #   rss       peak RSS of the server over the phases (VmHWM), MiB
 #
+# and then the ratios of the usmtkit rows to their anchors (squashfuse,
+# archivemount, the folder read directly) with the goals of the mount issue.
+#
 #   scripts/bench/mount.sh                 # 1 GiB profile store
 #   SIZE=200M scripts/bench/mount.sh
 #
@@ -143,6 +146,7 @@ phase() {
 	echo "$res"
 }
 
+rm -f "$WORK"/row-*
 ROWS=${ROWS:-usmtkit-archive usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
 run() { # KIND LABEL
 	case " $ROWS " in *" $1 "*) ;; *) return 0 ;; esac
@@ -152,6 +156,38 @@ run() { # KIND LABEL
 	local rss="-"
 	[ "$1" = direct ] || rss="$(( $(cat "$HWMF") / 1024 )) MiB"
 	printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "$2" "$st" "$fl" "${fk% files=*}" "${sq% bytes=*}" "$rss"
+	# Numbers for the ratios: stat ms, files p50 p99, 4k p50 p99 (µs), MB/s, RSS MiB.
+	printf '%s %s %s %s %s %s\n' "$(num ms "$st")" "$(pct p50 "$fl") $(pct p99 "$fl")" "$(pct p50 "$fk") $(pct p99 "$fk")" \
+		"$(num MB/s "$sq")" "$(num MiB "$rss")" >"$WORK/row-$1"
+}
+
+# num UNIT TEXT: the number before " ms" / " MiB" or after "MB/s=" in TEXT, or "-".
+num() {
+	case $1 in
+	MB/s) sed -n 's/.*MB\/s=\([0-9.]*\).*/\1/p' <<<"$2" | grep . || echo - ;;
+	*) sed -n "s/^\([0-9.]*\) $1.*/\1/p" <<<"$2" | grep . || echo - ;;
+	esac
+}
+# pct p50|p99 TEXT: that percentile of a randread line in µs, or "-".
+pct() {
+	local v
+	v=$(sed -n "s/.*$1=\([0-9.]*[µnm]*s\).*/\1/p" <<<"$2")
+	case $v in
+	*µs) echo "${v%µs}" ;;
+	*ns) awk -v x="${v%ns}" 'BEGIN {print x / 1000}' ;;
+	*ms) awk -v x="${v%ms}" 'BEGIN {print x * 1000}' ;;
+	*s) awk -v x="${v%s}" 'BEGIN {print x * 1000000}' ;;
+	*) echo - ;;
+	esac
+}
+# ratios ROW BASE LABEL: ROW's numbers over BASE's (time and memory: below 1
+# is better for ROW; MB/s: above 1 is better).
+ratios() {
+	[ -f "$WORK/row-$1" ] && [ -f "$WORK/row-$2" ] || return 0
+	paste -d' ' "$WORK/row-$1" "$WORK/row-$2" | awk -v label="$3" '
+	function r(a, b) { return (a == "-" || b == "-" || b == 0) ? "-" : sprintf("%.2f", a / b) }
+	{ printf "%-44s | stat %s | files p50 %s p99 %s | 4k p50 %s p99 %s | read everything %s | RSS %s\n",
+		label, r($1, $8), r($2, $9), r($3, $10), r($4, $11), r($5, $12), r($6, $13), r($7, $14) }'
 }
 
 echo
@@ -167,3 +203,10 @@ echo
 run direct "folder, no FUSE"
 run usmtkit-dir "usmtkit (folder)"
 run usmtkit-dir-nopt "usmtkit --no-passthrough"
+echo
+echo "ratios (time and memory: below 1.00 means faster or smaller than the anchor; read everything: above 1.00 means faster)"
+ratios usmtkit-archive squashfuse "usmtkit (archive) / squashfuse"
+ratios usmtkit-archive-128k squashfuse "usmtkit (archive, 128 KiB) / squashfuse"
+ratios usmtkit-archive archivemount "usmtkit (archive) / archivemount"
+ratios usmtkit-dir direct "usmtkit (folder) / folder"
+echo "goals: every usmtkit-archive ratio to squashfuse <= 1.00 (read everything >= 1.00); folder read everything >= 0.50"

@@ -243,7 +243,7 @@ type toc struct {
 	kind      store.Kind
 	version   string
 	chunkSize uint32
-	frameSize uint32 // informational: the writer's nominal frame size, 0 in version 1
+	frameSize uint32 // version 2: every frame of a chunk but the last holds this; 0 in version 1 (checkFrameSize)
 	createdNs int64
 	// nlink counts the names of each hard-link group that has more than
 	// one, keyed by the group's first name; absent means 1.

@@ -49,7 +49,7 @@ const (
 	// DefaultFrameSize is how much of a chunk one zstd frame holds: a
 	// random read decodes at most one frame of each chunk it touches
 	// (docs/format.md §1). Allowed MinChunkSize..the chunk size.
-	DefaultFrameSize = 256 << 10
+	DefaultFrameSize = 128 << 10
 	maxChunkCSize    = 2 * MaxChunkSize // zstd never expands by more than a few bytes per block
 	maxTOCCSize      = 2 << 30          // the skippable length field is a u32 anyway
 	maxSymlinkLen    = 64 << 10

@@ -1096,8 +1096,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // chunkCache is an LRU of decoded chunks, whole, a prefix, or some of
 // their frames, bounded in bytes: an entry counts the decoded bytes it
-// holds (a 4 MiB chunk of which one 256 KiB frame was read counts 256
-// KiB, so random reads keep 16 times more of what they decoded, and the
+// holds (a 4 MiB chunk of which one 128 KiB frame was read counts 128
+// KiB, so random reads keep 32 times more of what they decoded, and the
 // frames found, than if it counted the chunk). Readers of one chunk take
 // turns on the entry's lock, so a chunk is decoded once at a time and a
 // later read that needs more of it decodes further. Chunks found damaged

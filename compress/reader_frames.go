@@ -3,7 +3,7 @@ package compress
 // Chunks made of several frames (format version 2, docs/format.md §1).
 //
 // A chunk (4 MiB by default) is the unit of the TOC and of its xxhash64,
-// but its bytes are cut into independent zstd frames (256 KiB by
+// but its bytes are cut into independent zstd frames (128 KiB by
 // default). A zstd frame can only be decoded from its start, so a read in
 // the middle of a one-frame chunk has to decode everything before it (up
 // to 4 MiB, several milliseconds); with frames, a read decodes only the

@@ -178,7 +178,7 @@ func TestFramedTools(t *testing.T) {
 	salvageCompare(t, dir, path, fi.Size()-footerSize)
 }
 
-// TestFrameSizeOption: the frame size is checked, defaults to 256 KiB (or
+// TestFrameSizeOption: the frame size is checked, defaults to 128 KiB (or
 // the chunk), and a frame as big as the chunk writes format version 1.
 func TestFrameSizeOption(t *testing.T) {
 	dir, _ := partialTree(t)

@@ -82,7 +82,7 @@ type WriteOptions struct {
 	// and the archive slightly bigger.
 	ChunkSize int
 	// FrameSize is how much of a chunk one zstd frame holds: 0 means
-	// DefaultFrameSize (256 KiB), or the chunk size when that is smaller;
+	// DefaultFrameSize (128 KiB), or the chunk size when that is smaller;
 	// allowed MinChunkSize..ChunkSize. A random read decodes the frames
 	// it touches, not the whole chunk; the chunk stays the unit of the
 	// TOC and its xxhash64. FrameSize equal to ChunkSize writes format

@@ -22,7 +22,7 @@ type compressOptions struct {
 	Output    string
 	Level     string
 	ChunkSize string
-	FrameSize string // "" = the default (256 KiB, or the chunk size when smaller)
+	FrameSize string // "" = the default (128 KiB, or the chunk size when smaller)
 	Threads   int
 	Encoder   string
 	Force     bool
@@ -58,7 +58,7 @@ Examples:
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the archive to write (OUT.tar.zst)"},
 			&cli.StringFlag{Name: "level", Value: "default", Usage: "fastest, default (about zstd -3) or better"},
 			&cli.StringFlag{Name: "chunk-size", Value: "4MiB", Usage: "size of the pieces files are cut into, each with its own checksum in the index (64KiB to 64MiB)"},
-			&cli.StringFlag{Name: "frame-size", Usage: "size of the independently compressed zstd frames inside a chunk (64KiB up to the chunk size; default 256KiB): smaller makes random reads cheaper and the archive slightly bigger; equal to the chunk size writes format version 1"},
+			&cli.StringFlag{Name: "frame-size", Usage: "size of the independently compressed zstd frames inside a chunk (64KiB up to the chunk size; default 128KiB): smaller makes random reads cheaper and the archive slightly bigger; equal to the chunk size writes format version 1"},
 			&cli.IntFlag{Name: "threads", Usage: "chunks compressed at once (default: number of CPUs)"},
 			&cli.StringFlag{Name: "encoder", Usage: "zstd encoder of the data: c (the zstd library, about twice as fast; in builds with cgo) or go (default: c when built in)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},

@@ -69,8 +69,8 @@ func TestCompressCommand(t *testing.T) {
 		frame   int64
 		version string
 	}{
-		{nil, 256 << 10, "usmtkit archive v2"},
-		{[]string{"--frame-size", "128KiB"}, 128 << 10, "usmtkit archive v2"},
+		{nil, 128 << 10, "usmtkit archive v2"},
+		{[]string{"--frame-size", "256KiB"}, 256 << 10, "usmtkit archive v2"},
 		{[]string{"--frame-size", "4MiB"}, 4 << 20, "usmtkit archive v1"},
 	} {
 		o := filepath.Join(dir, "f.tar.zst")

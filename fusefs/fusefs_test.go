@@ -3,6 +3,8 @@ package fusefs
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -613,5 +615,71 @@ func TestMountArchivePageCache(t *testing.T) {
 	check(1<<20 + (900<<10)/compress.DefaultFrameSize*compress.DefaultFrameSize)
 	if f.ReadCount() != reads {
 		t.Errorf("a read of data given to the page cache reached the server")
+	}
+}
+
+// TestMountArchiveFormats: an archive of each format version (one frame
+// per chunk, and chunks of frames) reads byte for byte through a real
+// mount at random offsets and lengths, and whole.
+func TestMountArchiveFormats(t *testing.T) {
+	requireFUSE(t)
+	vol := fixtures.HardLinkStore(t, t.TempDir()) // holds a 3 MiB file
+	src := openStore(t, vol.StorePath)
+	for _, c := range []struct {
+		name  string
+		frame int
+	}{{"v1", 1 << 20}, {"v2", 0}, {"v2-64k", 64 << 10}} {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "store.tar.zst")
+			if _, err := compress.CreateFile(context.Background(), out, src, compress.WriteOptions{ChunkSize: 1 << 20, FrameSize: c.frame}, false); err != nil {
+				t.Fatal(err)
+			}
+			a, err := compress.Open(out, compress.ReaderOptions{CacheBytes: 2 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			if v := a.Info().Version; v != compress.ArchiveVersion(uint32(c.name[1]-'0')) {
+				t.Fatalf("archive version %q", v)
+			}
+			want := map[string][]byte{}
+			var names []string
+			_ = src.Walk(context.Background(), func(e *store.Entry, err error) error {
+				if err == nil && e.Type == store.TypeFile && e.Size > 0 {
+					vp, ok := newViewMap(a, ViewWindows).of(e.StorePath)
+					if ok {
+						want[vp] = sourceBytes(t, src, e)
+						names = append(names, vp)
+					}
+				}
+				return nil
+			})
+			if len(names) == 0 {
+				t.Fatal("no files")
+			}
+			mnt, _ := mountFS(t, adapt(t, a, Options{}))
+			r := rand.New(rand.NewSource(int64(5 + len(c.name))))
+			for range 300 {
+				vp := names[r.Intn(len(names))]
+				w := want[vp]
+				off := r.Int63n(int64(len(w)))
+				buf := make([]byte, 1+r.Intn(300<<10))
+				h, err := os.Open(filepath.Join(mnt, vp))
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := h.ReadAt(buf, off)
+				h.Close()
+				if (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(buf[:n], w[off:off+int64(n)]) {
+					t.Fatalf("%s at %d (+%d): %d bytes, %v", vp, off, len(buf), n, err)
+				}
+			}
+			for _, vp := range names {
+				got, err := os.ReadFile(filepath.Join(mnt, vp))
+				if err != nil || !bytes.Equal(got, want[vp]) {
+					t.Fatalf("%s read whole: %v", vp, err)
+				}
+			}
+		})
 	}
 }

@@ -692,7 +692,10 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 	if len(ent.data) >= need && (ent.done || !full) {
 		return ent.data, 0, -1, nil
 	}
-	if !full && need < int(a.t.chunk(c).uSize) && a.ft.version > formatSingleFrame {
+	// A read that does not cover the whole chunk decodes only its frames:
+	// also one that ends at the chunk's end (a PDF or ZIP reader starts
+	// with the last bytes of the file) or runs on into the next chunk.
+	if !full && (lo > 0 || need < int(a.t.chunk(c).uSize)) && a.ft.version > formatSingleFrame {
 		if sp, ok := ent.spanFor(lo, need); ok {
 			return sp.data, sp.start, -1, nil
 		}

@@ -76,6 +76,18 @@ func TestFramedChunks(t *testing.T) {
 	if ent.done || len(ent.data) != 0 || len(ent.spans) != 1 || ent.spans[0].start != 5*testFrame || len(ent.spans[0].data) != testFrame {
 		t.Fatalf("after one read: done %v, prefix %d, spans %d", ent.done, len(ent.data), len(ent.spans))
 	}
+	// A read that ends at a chunk's end (like a PDF or ZIP reader's first
+	// read, at the end of the file) decodes the chunk's last frame, not
+	// the chunk.
+	tail := make([]byte, 100)
+	tailOff := int64(3*partialChunk - 100)
+	if n, err := f.ReadAt(tail, tailOff); n != 100 || err != nil || !bytes.Equal(tail, want[tailOff:tailOff+100]) {
+		t.Fatalf("read of chunk 2's last bytes: %d, %v", n, err)
+	}
+	lastEnt, _ := a.cache.entry(f.first+2, 0, 0)
+	if lastEnt.done || len(lastEnt.spans) != 1 || lastEnt.spans[0].start != partialChunk-testFrame {
+		t.Fatalf("after a read of chunk 2's last bytes: done %v, spans %d", lastEnt.done, len(lastEnt.spans))
+	}
 	// Random reads of every shape match the source.
 	r := rand.New(rand.NewPCG(3, 4))
 	for range 400 {

@@ -596,8 +596,14 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 	// whole-chunk decode and a decode ahead (10-18 ms, the mount bench's
 	// random 4 KiB p99) instead of one frame.
 	near := off >= prev-seqSlack && off <= prev+seqSlack
-	seq := off == 0 || off == prev || near && f.walking.Load()
-	f.walking.Store(seq)
+	walk := off == 0 || off == prev || near && f.walking.Load()
+	f.walking.Store(walk)
+	// A read at 0 starts a walk but decodes only what it needs, like a
+	// random read: file managers and `file` read the first bytes of many
+	// files to learn their type, and decoding whole chunks (and the next
+	// one ahead) for that cost up to 8 MiB per file. A reader that goes on
+	// continues the walk with its next read.
+	seq := walk && off != 0
 	k := searchEnds(f.ends, off)
 	if seq {
 		// Decode the chunk after the one this read ends in while the

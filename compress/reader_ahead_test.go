@@ -23,7 +23,9 @@ func cachedEnt(a *Archive, c uint32) *cacheEnt {
 }
 
 // TestDecodeAhead: a sequential read of a chunk gets the next chunk
-// decoded (whole, verified) in the background; the bytes are right.
+// decoded (whole, verified) in the background; the bytes are right. The
+// first read, at 0, does not (it may be a peek at the file's type); the
+// read that continues it does.
 func TestDecodeAhead(t *testing.T) {
 	dir, want := partialTree(t)
 	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: partialChunk})
@@ -32,6 +34,12 @@ func TestDecodeAhead(t *testing.T) {
 	buf := make([]byte, 64<<10)
 	if n, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf[:n], want[:n]) {
 		t.Fatalf("first read: %d, %v", n, err)
+	}
+	if e := cachedEnt(a, f.first); e == nil || e.done || cachedEnt(a, f.first+1) != nil {
+		t.Fatalf("a read at 0 decoded its whole chunk or one ahead")
+	}
+	if n, err := f.ReadAt(buf, int64(len(buf))); err != nil || !bytes.Equal(buf[:n], want[len(buf):len(buf)+n]) {
+		t.Fatalf("second read: %d, %v", n, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

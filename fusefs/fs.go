@@ -77,6 +77,7 @@ type FS struct {
 	noOpen   atomic.Bool   // Open answers ENOSYS: the kernel opens files without asking (openless.go)
 	kept     openFiles     // store files of handle-less reads
 	handles  atomic.Int64  // OPEN requests answered with a file handle (tests)
+	open     openHandles   // file handles not released yet
 	flushes  atomic.Int64  // FLUSH requests (tests)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/fixtures"
@@ -681,5 +683,61 @@ func TestMountArchiveFormats(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWaitClosesUnreleasedFiles: when the connection ends with a file
+// still open (the kernel never sends its RELEASE), Server.Wait closes the
+// store file, so nothing of the store stays open in this process.
+func TestWaitClosesUnreleasedFiles(t *testing.T) {
+	requireFUSE(t)
+	sp := fixtures.USMT4(t, filepath.Join(t.TempDir(), "src"))
+	f := adapt(t, openStore(t, sp), Options{})
+	mnt := t.TempDir()
+	srv, err := f.Mount(mnt, MountConfig{FsName: "test", Direct: os.Geteuid() == 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	_ = filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
+		if err == nil && name == "" && d.Type().IsRegular() && !strings.Contains(p, ControlDir) {
+			name = p
+		}
+		return nil
+	})
+	if name == "" {
+		t.Fatal("no file in the mount")
+	}
+	h, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.open.mu.Lock()
+	opened := len(f.open.m)
+	f.open.mu.Unlock()
+	if opened != 1 {
+		t.Fatalf("%d open handles after one open", opened)
+	}
+	// End the connection under the open file: its RELEASE never arrives.
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	// The connection's folder is named by the mount's device number
+	// (major 0 for FUSE): its minor.
+	abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", unix.Minor(uint64(st.Dev)))
+	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+		h.Close()
+		_ = srv.Unmount()
+		t.Fatalf("aborting the connection: %v", err)
+	}
+	srv.Wait()
+	h.Close()
+	_ = LazyUnmount(mnt)
+	f.open.mu.Lock()
+	left := len(f.open.m)
+	f.open.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d handles still open after Wait", left)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -75,10 +76,59 @@ func (f *FS) readStore(n *node, sf store.File, fr freshReader, dest []byte, off 
 
 // Release implements fs.FileReleaser.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	if h.fsys.open.remove(h) {
+		h.close()
+	}
+	return 0
+}
+
+func (h *fileHandle) close() {
 	if err := h.f.Close(); err != nil {
 		h.fsys.logf("closing %s: %v", h.sp, err)
 	}
-	return 0
+}
+
+// openHandles are the file handles the kernel has not released. When a
+// mount ends while files are being closed, the kernel can drop their
+// RELEASE requests with the connection; Server.Wait then closes what is
+// left, so no store file stays open in this process (an ntfs-3g volume
+// under a finished mount could not be unmounted until a garbage
+// collection ran the files' finalizers: seen as "target is busy" in a
+// test). Whoever takes a handle out of the set closes it: once.
+type openHandles struct {
+	mu sync.Mutex
+	m  map[*fileHandle]struct{}
+}
+
+func (o *openHandles) add(h *fileHandle) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = map[*fileHandle]struct{}{}
+	}
+	o.m[h] = struct{}{}
+}
+
+// remove takes h out of the set; false if it was not there (closed
+// already).
+func (o *openHandles) remove(h *fileHandle) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.m[h]
+	delete(o.m, h)
+	return ok
+}
+
+// closeAll closes every handle still in the set and returns how many.
+func (o *openHandles) closeAll() int {
+	o.mu.Lock()
+	left := o.m
+	o.m = nil
+	o.mu.Unlock()
+	for h := range left {
+		h.close()
+	}
+	return len(left)
 }
 
 // textHandle serves a file of our own (README.txt).

@@ -50,6 +50,15 @@ type Server struct {
 	fsys        *FS
 }
 
+// Wait waits until the mount ends (unmounted, or the server stopped), then
+// closes the store files the kernel left open (openHandles).
+func (s *Server) Wait() {
+	s.Server.Wait()
+	if n := s.fsys.open.closeAll(); n > 0 {
+		s.fsys.logf("closed %d store files the kernel had not released when the mount ended", n)
+	}
+}
+
 // mountOptions are the go-fuse options every usmtkit mount uses.
 func (f *FS) mountOptions(mnt string, c MountConfig) *gofs.Options {
 	timeout := CacheTimeout

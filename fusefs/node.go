@@ -289,6 +289,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	n.fsys.handles.Add(1)
 	h := &fileHandle{f: sf, n: n, fsys: n.fsys, sp: n.sp, fd: -1}
+	n.fsys.open.add(h)
 	if n.t.passthrough {
 		if d, ok := sf.(interface{ Fd() uintptr }); ok {
 			h.fd = int(d.Fd())

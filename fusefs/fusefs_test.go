@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -719,14 +718,11 @@ func TestWaitClosesUnreleasedFiles(t *testing.T) {
 		t.Fatalf("%d open handles after one open", opened)
 	}
 	// End the connection under the open file: its RELEASE never arrives.
-	var st syscall.Stat_t
-	if err := syscall.Stat(mnt, &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
 		t.Fatal(err)
 	}
-	// The connection's folder is named by the mount's device number
-	// (major 0 for FUSE): its minor.
-	abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", unix.Minor(uint64(st.Dev)))
-	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+	if err := AbortConn(st.Dev); err != nil {
 		h.Close()
 		_ = srv.Unmount()
 		t.Fatalf("aborting the connection: %v", err)

@@ -76,10 +76,7 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 		want += int(tarPad(fileSize))
 	}
 	end := int64(ch.off) + int64(ch.cSize)
-	frameSize := int(a.t.frameSize)
-	if frameSize < MinChunkSize || frameSize > MaxChunkSize {
-		return span{}, 0, fmt.Errorf("%w: the index gives no valid frame size (%d)", store.ErrCorrupt, frameSize)
-	}
+	frameSize := int(a.t.frameSize) // in range: checkFrameSize at open
 	if len(ent.frames) == 0 {
 		ent.frames = []frameLoc{{off: int64(ch.off)}}
 	}

@@ -46,13 +46,14 @@ STORE=$WORK/data/store
 ARCHIVE=$WORK/store.tar.zst
 SQFS=$WORK/store.sqfs
 go build -o "$WORK/mkstore" ./fixtures/cmd/mkstore
-# Data from an older fixtures.Profile generation is not reused.
-if [ -d "$STORE" ] && [ -f "$SQFS" ] && [ "$(cat "$WORK/data/profile-generation" 2>/dev/null)" = "$("$WORK/mkstore" -generation)" ]; then
+. scripts/bench/lib.sh
+# The store (rebuilt when an older fixtures.Profile made it), and the
+# squashfs image of it unless it is newer than the store.
+profile_store "$WORK/data" "$WORK/mkstore" -size "$SIZE"
+rm -f "$ARCHIVE" # rebuilt by this build's compress
+if [ "$SQFS" -nt "$WORK/data/profile-generation" ]; then
   echo "(reusing the data in $WORK; remove it to generate new data)"
-  rm -f "$ARCHIVE" # rebuilt by this build's compress
 else
-  rm -rf "$WORK/data" "$SQFS"
-  "$WORK/mkstore" -kind profile -size "$SIZE" -out "$WORK/data" >/dev/null
   mksquashfs "$STORE" "$SQFS" -comp zstd -noappend -quiet >/dev/null
 fi
 

@@ -1,0 +1,256 @@
+package compress
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// framePool holds buffers for compressed frames read from the archive; the
+// decoded data is allocated fresh because the cache keeps it. It is a
+// small free list rather than a sync.Pool: a sync.Pool is emptied by
+// every garbage collection, which (with a chunk decoded every few
+// milliseconds) made most frame reads allocate and zero a new buffer of up
+// to a compressed chunk's size, a fifth of a random read's cost. At most
+// maxPooledFrames buffers are kept; more concurrent decodes allocate and
+// drop theirs.
+var framePool = frameBufs{free: make(chan *[]byte, maxPooledFrames)}
+
+// maxPooledFrames: one buffer (up to a compressed chunk, about 4 MiB at
+// the default chunk size) covers the usual case, one decode at a time per
+// reader plus the decode ahead, at the cost of one allocation for the
+// second of two overlapping decodes; each kept buffer stays in memory.
+const maxPooledFrames = 1
+
+// maxPooledFrameBytes bounds a kept buffer: the frame of a default 4 MiB
+// chunk, incompressible, fits.
+const maxPooledFrameBytes = 2 * DefaultChunkSize
+
+// frameBufs is a bounded free list of frame buffers.
+type frameBufs struct{ free chan *[]byte }
+
+func (p *frameBufs) Get() any {
+	select {
+	case bp := <-p.free:
+		return bp
+	default:
+		return new([]byte)
+	}
+}
+
+func (p *frameBufs) Put(bp *[]byte) {
+	if cap(*bp) > maxPooledFrameBytes {
+		return // archives with big chunks: not kept for ever
+	}
+	select {
+	case p.free <- bp:
+	default:
+	}
+}
+
+// readFrame reads the first n bytes of chunk c's frame into a pooled
+// buffer; put it back with framePool.Put(bp).
+func (a *Archive) readFrame(c uint32, n uint32) (bp *[]byte, frame []byte, err error) {
+	ch := a.t.chunk(c)
+	bp = framePool.Get().(*[]byte)
+	if cap(*bp) < int(ch.cSize) {
+		*bp = make([]byte, ch.cSize)
+	}
+	frame = (*bp)[:n]
+	if _, err := a.f.ReadAt(frame, int64(ch.off)); err != nil {
+		framePool.Put(bp)
+		return nil, nil, fmt.Errorf("reading the archive: %w", err)
+	}
+	if len(frame) < 4 || binary.LittleEndian.Uint32(frame) != zstdMagic {
+		framePool.Put(bp)
+		return nil, nil, fmt.Errorf("%w: no zstd frame at the recorded offset", store.ErrCorrupt)
+	}
+	return bp, frame, nil
+}
+
+// decodeChunk reads, decodes and verifies one whole chunk frame. The error
+// wraps store.ErrCorrupt when the data is damaged.
+func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, error) {
+	ch := a.t.chunk(c)
+	bp, frame, err := a.readFrame(c, ch.cSize)
+	if err != nil {
+		return nil, err
+	}
+	defer framePool.Put(bp)
+	want := int(ch.uSize)
+	if last {
+		want += int(tarPad(fileSize))
+	}
+	data, err := decodeWholeFrame(frame, want)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+	}
+	if len(data) != want {
+		return nil, fmt.Errorf("%w: decoded %d bytes, expected %d", store.ErrCorrupt, len(data), want)
+	}
+	data = data[:ch.uSize]
+	if a.ft.flags&flagChunkXXH != 0 && xxhash.Sum64(data) != ch.sum {
+		return nil, fmt.Errorf("%w: xxhash64 mismatch", store.ErrCorrupt)
+	}
+	return data, nil
+}
+
+// zstd frame layout used by partial decoding (RFC 8878 §3.1.1.2).
+const (
+	zstdBlockHeader   = 3
+	zstdMaxBlockSize  = 128 << 10 // Block_Maximum_Size: no block decodes to more
+	zstdBlockRaw      = 0
+	zstdBlockRLE      = 1
+	zstdBlockReserved = 3
+)
+
+// decodeRange decodes chunk c: whole and verified (done) when full is set
+// or need covers the chunk; otherwise only the zstd blocks that hold its
+// first need bytes.
+//
+// A partial decode reads the frame's block headers, keeps the blocks
+// that cover need bytes (a block decodes to at most 128 KiB), marks the
+// last kept block as the frame's last and decodes that shortened frame:
+// every kept block is decoded and checked by the zstd decoder (block
+// types and sizes, entropy tables and bitstreams, match offsets inside
+// the window, output sizes), and the decoder then reports that the frame
+// is shorter than its header says, which is the expected outcome. What a
+// partial decode cannot check is the frame checksum and the chunk's
+// xxhash64, which cover the whole chunk: bytes stored raw (incompressible
+// data) or as raw literals are returned unchecked. They are checked, and
+// the chunk reported damaged for good, when a read completes the chunk.
+func (a *Archive) decodeRange(c uint32, last bool, fileSize int64, need int, full bool) ([]byte, bool, error) {
+	ch := a.t.chunk(c)
+	if full || need >= int(ch.uSize) {
+		data, err := a.decodeChunk(c, last, fileSize)
+		return data, err == nil, err
+	}
+	want := int(ch.uSize)
+	if last {
+		want += int(tarPad(fileSize))
+	}
+	// Read about as much of the frame as the data needed, with a margin;
+	// all of it when the blocks turn out to be less dense.
+	n := min(ch.cSize, uint32(uint64(ch.cSize)*uint64(need)/uint64(ch.uSize))+ch.cSize/16+64<<10)
+	bp, frame, err := a.readFrame(c, n)
+	if err != nil {
+		return nil, false, err
+	}
+	defer framePool.Put(bp)
+	// cutFrameEst counts 128 KiB per compressed block, the most one holds;
+	// an encoder that sizes blocks to the content (the C library does) makes
+	// smaller ones, and the kept blocks then decode to less than need. The
+	// next attempt scales the target by what the blocks really gave. Each
+	// attempt changes the frame's header and a block header in place
+	// (decodePrefix, the Last_Block bit): both are put back after it.
+	var head [zstdMaxFrameHeader]byte
+	headLen := copy(head[:], frame)
+	target := need
+	for attempt := 0; ; attempt++ {
+		cut, est, lastHdr, err := cutFrameEst(frame, target, want)
+		if err == errNeedMore && len(frame) < int(ch.cSize) {
+			if _, err := a.f.ReadAt((*bp)[len(frame):ch.cSize], int64(ch.off)+int64(len(frame))); err != nil {
+				return nil, false, fmt.Errorf("reading the archive: %w", err)
+			}
+			frame = (*bp)[:ch.cSize]
+			cut, est, lastHdr, err = cutFrameEst(frame, target, want)
+		}
+		if err == errWholeFrame {
+			data, err := a.decodeChunk(c, last, fileSize)
+			return data, err == nil, err
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+		}
+		saved := frame[lastHdr]
+		frame[lastHdr] |= 1 // Last_Block
+		data, err := decodePrefix(frame[:cut], min(est, want), want)
+		frame[lastHdr] = saved
+		copy(frame, head[:headLen])
+		if err != nil {
+			return nil, false, err
+		}
+		if len(data) >= need {
+			return data[:min(len(data), int(ch.uSize))], false, nil
+		}
+		if attempt == 2 || len(data) == 0 {
+			data, err := a.decodeChunk(c, last, fileSize)
+			return data, err == nil, err
+		}
+		target = int(int64(target)*int64(need)/int64(len(data))) + zstdMaxBlockSize
+	}
+}
+
+var (
+	errNeedMore   = errors.New("the frame's block headers run past the bytes read")
+	errWholeFrame = errors.New("the needed blocks are the whole frame")
+)
+
+// cutFrame finds the end of the first blocks of a zstd frame that decode
+// to at least need bytes if every compressed block holds 128 KiB, and
+// marks the last of them as the frame's last block (in frame, which the
+// caller owns). want is the chunk's size with its tar padding: the frame
+// header must say so.
+func cutFrame(frame []byte, need, want int) (int, error) {
+	cut, _, lastHdr, err := cutFrameEst(frame, need, want)
+	if err == nil {
+		frame[lastHdr] |= 1
+	}
+	return cut, err
+}
+
+// zstdMaxFrameHeader is the longest zstd frame header (RFC 8878 §3.1.1.1).
+const zstdMaxFrameHeader = 18
+
+// cutFrameEst is cutFrame without changing frame: it also returns the
+// most the kept blocks can decode to (128 KiB per compressed block, at
+// least need) and the offset of the last kept block's header, whose
+// Last_Block bit the caller sets to decode frame[:cut].
+func cutFrameEst(frame []byte, need, want int) (cut, est, lastHdr int, err error) {
+	var h zstd.Header
+	if err := h.Decode(frame); err != nil {
+		return 0, 0, 0, err
+	}
+	if h.Skippable || !h.HasFCS || h.FrameContentSize != uint64(want) || h.HeaderSize <= 0 {
+		return 0, 0, 0, fmt.Errorf("the frame header says %d bytes, the TOC %d", h.FrameContentSize, want)
+	}
+	pos, out := h.HeaderSize, 0
+	for {
+		if pos+zstdBlockHeader > len(frame) {
+			return 0, 0, 0, errNeedMore
+		}
+		hdr := pos
+		bh := uint32(frame[pos]) | uint32(frame[pos+1])<<8 | uint32(frame[pos+2])<<16
+		typ, size := (bh>>1)&3, int(bh>>3)
+		body := size
+		switch typ {
+		case zstdBlockRLE:
+			body = 1
+		case zstdBlockReserved:
+			return 0, 0, 0, errors.New("reserved block type")
+		}
+		if size > zstdMaxBlockSize {
+			return 0, 0, 0, fmt.Errorf("block of %d bytes", size)
+		}
+		pos += zstdBlockHeader + body
+		if pos > len(frame) {
+			return 0, 0, 0, errNeedMore
+		}
+		if bh&1 != 0 {
+			return 0, 0, 0, errWholeFrame
+		}
+		if typ == zstdBlockRaw || typ == zstdBlockRLE {
+			out += size
+		} else {
+			out += zstdMaxBlockSize
+		}
+		if out >= need {
+			return pos, out, hdr, nil
+		}
+	}
+}

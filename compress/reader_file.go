@@ -1,0 +1,277 @@
+package compress
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync/atomic"
+
+	"github.com/usmtkit/usmtkit/store"
+)
+
+// Open implements store.Store. A hard link opens its group's content.
+func (a *Archive) Open(e *store.Entry) (store.File, error) {
+	i, err := a.lookup("opening", e.StorePath)
+	if err != nil {
+		return nil, err
+	}
+	switch a.t.typ(i) {
+	case tocFile, tocHardlink:
+	default:
+		return nil, &store.PathError{Op: "opening", Path: e.StorePath, Err: errors.New("not a regular file")}
+	}
+	g := a.t.linkTarget(i)
+	first, n := a.t.chunkRange(g)
+	f := &archiveFile{a: a, path: e.StorePath, idx: g, first: first, size: a.t.size(g)}
+	f.next.Store(math.MinInt64 / 2) // no read yet: only offset 0 starts a walk
+	f.ends = make([]int64, n)
+	var end int64
+	for k := uint32(0); k < n; k++ {
+		end += int64(a.t.chunk(first + k).uSize)
+		f.ends[k] = end
+	}
+	return f, nil
+}
+
+// archiveFile is an open file of an archive.
+type archiveFile struct {
+	a     *Archive
+	path  string
+	idx   uint32 // the link group's first name
+	first uint32
+	size  int64
+	ends  []int64 // ends[k] = file offset just past chunk k
+	// next is where the last read ended: a read starting near it is part
+	// of a sequential walk (see ReadAtFresh).
+	next atomic.Int64
+	// walking: the last read was part of a sequential walk.
+	walking atomic.Bool
+	// closed stops decodes ahead that have not started yet.
+	closed atomic.Bool
+}
+
+func (f *archiveFile) Size() int64 { return f.size }
+
+// Close implements store.File. A decode ahead already running finishes
+// into the cache (one chunk at most); none is started any more.
+func (f *archiveFile) Close() error {
+	f.closed.Store(true)
+	return nil
+}
+
+// seqSlack is how far from the end of the previous read a read may start
+// and still count as sequential: the kernel's readahead sends requests of
+// up to 1 MiB, sometimes out of order.
+const seqSlack = 1 << 20
+
+// ReadAt serves any byte range: a binary search finds the first chunk, and
+// each chunk comes from the cache or is decoded (see ReadAtFresh).
+func (f *archiveFile) ReadAt(p []byte, off int64) (int, error) {
+	return f.ReadAtFresh(p, off, nil)
+}
+
+// ReadAtFresh is ReadAt that also hands fresh, when it is not nil, the
+// spans of the file a random read had to decode and that were not decoded
+// before (cache hits are not reported, nor are the chunks of a sequential
+// walk, whose next bytes the reader will ask for anyway): the span's file
+// offset and its bytes, which are never modified afterwards and may be
+// kept. The FUSE adapter gives them to the kernel's page cache.
+//
+// A read that continues a sequential walk (or starts at offset 0) decodes
+// and verifies whole chunks. Any other read decodes a chunk only up to the end of the
+// read (partial decode, docs/mount.md): the chunk's xxhash64 and zstd
+// checksum are checked once a later read completes the chunk.
+func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, data []byte)) (int, error) {
+	_, n, err := f.read(p, off, fresh, false)
+	return n, err
+}
+
+// ReadSpan is ReadAtFresh without the copy when it can: if the bytes
+// asked for lie in one chunk, it returns them as a slice of the decoded
+// chunk (read-only: decoded data is never modified, and it may be kept,
+// e.g. until a FUSE reply is written), else it fills p and returns p[:n].
+// A short result with io.EOF means the end of the file.
+func (f *archiveFile) ReadSpan(p []byte, off int64, fresh func(off int64, data []byte)) ([]byte, error) {
+	b, n, err := f.read(p, off, fresh, true)
+	if b == nil {
+		b = p[:n]
+	}
+	return b, err
+}
+
+// read serves ReadAtFresh and ReadSpan; with span set, a read inside one
+// chunk returns that chunk's bytes instead of copying them into p.
+func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byte), span bool) ([]byte, int, error) {
+	if off < 0 {
+		return nil, 0, &store.PathError{Op: "reading", Path: f.path, Err: errors.New("negative offset")}
+	}
+	if off >= f.size {
+		return nil, 0, io.EOF
+	}
+	if f.a.t.flags(f.idx)&entIncomplete != 0 {
+		return nil, 0, &store.PathError{Op: "reading", Path: f.path, Err: fmt.Errorf("%w: the source could not be read completely when the archive was written; the archive holds zeros", store.ErrCorrupt)}
+	}
+	end := min(off+int64(len(p)), f.size)
+	// Note where this read ends before decoding: the kernel sends the next
+	// readahead request before this one is answered.
+	prev := f.next.Swap(end)
+	// A walk starts with a read at 0 or exactly where the last one ended;
+	// a read near the previous one (the kernel's readahead requests, out
+	// of order) continues a walk but never starts one: one random read in
+	// ten of a 20 MiB file lands within seqSlack of the last, one in a
+	// hundred does so twice in a row, and taking those for a walk cost a
+	// whole-chunk decode and a decode ahead (10-18 ms, the mount bench's
+	// random 4 KiB p99) instead of one frame.
+	near := off >= prev-seqSlack && off <= prev+seqSlack
+	walk := off == 0 || off == prev || near && f.walking.Load()
+	f.walking.Store(walk)
+	// A read at 0 starts a walk but decodes only what it needs, like a
+	// random read: file managers and `file` read the first bytes of many
+	// files to learn their type, and decoding whole chunks (and the next
+	// one ahead) for that cost up to 8 MiB per file. A reader that goes on
+	// continues the walk with its next read.
+	seq := walk && off != 0
+	k := searchEnds(f.ends, off)
+	if seq {
+		// Decode the chunk after the one this read ends in while the
+		// reader consumes this one.
+		f.a.decodeAhead(f, searchEnds(f.ends, end-1)+1)
+	}
+	want := int(end - off)
+	n := 0
+	for n < want && k < len(f.ends) {
+		start := f.chunkStart(k)
+		lo := int(off + int64(n) - start)
+		need := int(min(end, f.ends[k]) - start)
+		// data holds the chunk's bytes from chunk offset base on.
+		data, base, from, err := f.a.chunkData(f, uint32(k), lo, need, seq)
+		if err != nil {
+			return nil, n, err
+		}
+		if from >= 0 && from < len(data) && fresh != nil && !seq {
+			fresh(start+int64(base+from), data[from:])
+		}
+		if span && n == 0 && end <= f.ends[k] {
+			b := data[lo-base : need-base : need-base]
+			if len(b) < len(p) {
+				return b, len(b), io.EOF
+			}
+			return b, len(b), nil
+		}
+		n += copy(p[n:], data[lo-base:need-base])
+		k++
+	}
+	if n < len(p) {
+		return nil, n, io.EOF
+	}
+	return nil, n, nil
+}
+
+func (f *archiveFile) chunkStart(k int) int64 {
+	if k == 0 {
+		return 0
+	}
+	return f.ends[k-1]
+}
+
+// searchEnds returns the chunk holding offset off.
+func searchEnds(ends []int64, off int64) int {
+	lo, hi := 0, len(ends)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ends[m] <= off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// chunkData returns the logical bytes lo..need of chunk k of a file
+// (chunk offsets), from the cache or decoded: the whole chunk, verified,
+// when full is set or need covers it; else the frames of the chunk that
+// hold them (reader_frames.go) or, in a chunk of one frame, its first
+// need bytes. data holds the chunk's bytes from chunk offset base on. from
+// is -1 when nothing was decoded, else the index in data where the bytes
+// not decoded before start (0 when the cache knew nothing of them). A
+// chunk found damaged stays damaged: every later read of it fails the
+// same way.
+func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool) (data []byte, base, from int, err error) {
+	c := f.first + k
+	size := int64(a.t.chunk(c).uSize)
+	expect := size // what this read will probably decode
+	if !full && a.ft.version > formatSingleFrame {
+		expect = min(size, int64(a.t.frameSize))
+	} else if !full {
+		expect = min(size, int64(need))
+	}
+	ent, err := a.cache.entry(c, size, expect)
+	if err != nil {
+		return nil, 0, -1, f.chunkError(k, err)
+	}
+	ent.mu.Lock()
+	defer ent.mu.Unlock()
+	return a.fill(f, k, ent, lo, need, full)
+}
+
+// fill is chunkData for an entry whose lock the caller holds.
+func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, full bool) (data []byte, base, from int, err error) {
+	c := f.first + k
+	last := k == uint32(len(f.ends))-1
+	if ent.err != nil {
+		return nil, 0, -1, f.chunkError(k, ent.err)
+	}
+	if len(ent.data) >= need && (ent.done || !full) {
+		return ent.data, 0, -1, nil
+	}
+	// A read that does not cover the whole chunk decodes only its frames:
+	// also one that ends at the chunk's end (a PDF or ZIP reader starts
+	// with the last bytes of the file) or runs on into the next chunk.
+	if !full && (lo > 0 || need < int(a.t.chunk(c).uSize)) && a.ft.version > formatSingleFrame {
+		if sp, ok := ent.spanFor(lo, need); ok {
+			return sp.data, sp.start, -1, nil
+		}
+		sp, ok, err := a.decodeFrames(c, last, f.size, ent, lo, need)
+		if err != nil {
+			return nil, 0, -1, a.chunkFailed(f, k, ent, err)
+		}
+		switch ok {
+		case framesDecoded:
+			ent.addSpan(sp)
+			a.cache.resize(ent)
+			return sp.data, sp.start, 0, nil
+		case framesTooMany:
+			full = true
+		}
+		// framesOne: a chunk of one frame, decoded as before.
+	}
+	data, done, err := a.decodeRange(c, last, f.size, need, full)
+	if err != nil {
+		return nil, 0, -1, a.chunkFailed(f, k, ent, err)
+	}
+	from = len(ent.data)
+	ent.data, ent.done = data, done
+	if done {
+		ent.spans = nil
+	}
+	a.cache.resize(ent)
+	return data, 0, from, nil
+}
+
+// chunkFailed records damage found in chunk k (every later read of it
+// fails the same way) and returns the error for the reader.
+func (a *Archive) chunkFailed(f *archiveFile, k uint32, ent *cacheEnt, err error) error {
+	if errors.Is(err, store.ErrCorrupt) {
+		ent.err = err
+		a.cache.damaged(f.first+k, ent, err)
+	}
+	return f.chunkError(k, err)
+}
+
+func (f *archiveFile) chunkError(k uint32, err error) error {
+	ch := f.a.t.chunk(f.first + k)
+	return &store.PathError{Op: "reading", Path: f.path,
+		Err: fmt.Errorf("chunk %d of %d (archive offset %d): %w", k, len(f.ends), ch.off, err)}
+}

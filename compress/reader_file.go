@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"sync/atomic"
+	"time"
 
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -83,7 +84,7 @@ func (f *archiveFile) ReadAt(p []byte, off int64) (int, error) {
 // read (partial decode, docs/mount.md): the chunk's xxhash64 and zstd
 // checksum are checked once a later read completes the chunk.
 func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, data []byte)) (int, error) {
-	_, n, err := f.read(p, off, fresh, false)
+	_, n, err := f.read(p, off, fresh, false, nil)
 	return n, err
 }
 
@@ -93,7 +94,24 @@ func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, dat
 // e.g. until a FUSE reply is written), else it fills p and returns p[:n].
 // A short result with io.EOF means the end of the file.
 func (f *archiveFile) ReadSpan(p []byte, off int64, fresh func(off int64, data []byte)) ([]byte, error) {
-	b, n, err := f.read(p, off, fresh, true)
+	return f.ReadSpanTraced(p, off, fresh, nil)
+}
+
+// ReadTrace says where one read's time went: filled by ReadSpanTraced
+// for the mount's request statistics (usmtkit mount --stats).
+type ReadTrace struct {
+	Walk     bool          // the read continued a sequential walk: whole chunks, verified
+	Ahead    bool          // it asked for the next chunks to be decoded ahead
+	Chunks   int           // chunks the read touched
+	Hits     int           // of them, served from the cache without decoding
+	LockWait time.Duration // waiting for chunk entries held by other reads or a decode ahead
+	Decode   time.Duration // reading frames from the archive and decoding them
+	Decoded  int64         // bytes decoded
+}
+
+// ReadSpanTraced is ReadSpan that also fills tr (when it is not nil).
+func (f *archiveFile) ReadSpanTraced(p []byte, off int64, fresh func(off int64, data []byte), tr *ReadTrace) ([]byte, error) {
+	b, n, err := f.read(p, off, fresh, true, tr)
 	if b == nil {
 		b = p[:n]
 	}
@@ -102,7 +120,7 @@ func (f *archiveFile) ReadSpan(p []byte, off int64, fresh func(off int64, data [
 
 // read serves ReadAtFresh and ReadSpan; with span set, a read inside one
 // chunk returns that chunk's bytes instead of copying them into p.
-func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byte), span bool) ([]byte, int, error) {
+func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byte), span bool, tr *ReadTrace) ([]byte, int, error) {
 	if off < 0 {
 		return nil, 0, &store.PathError{Op: "reading", Path: f.path, Err: errors.New("negative offset")}
 	}
@@ -138,6 +156,9 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 		// reader consumes this one.
 		f.a.decodeAhead(f, searchEnds(f.ends, end-1)+1)
 	}
+	if tr != nil {
+		tr.Walk, tr.Ahead = walk, seq
+	}
 	want := int(end - off)
 	n := 0
 	for n < want && k < len(f.ends) {
@@ -145,7 +166,7 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 		lo := int(off + int64(n) - start)
 		need := int(min(end, f.ends[k]) - start)
 		// data holds the chunk's bytes from chunk offset base on.
-		data, base, from, err := f.a.chunkData(f, uint32(k), lo, need, seq)
+		data, base, from, err := f.a.chunkData(f, uint32(k), lo, need, seq, tr)
 		if err != nil {
 			return nil, n, err
 		}
@@ -198,7 +219,7 @@ func searchEnds(ends []int64, off int64) int {
 // not decoded before start (0 when the cache knew nothing of them). A
 // chunk found damaged stays damaged: every later read of it fails the
 // same way.
-func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool) (data []byte, base, from int, err error) {
+func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, tr *ReadTrace) (data []byte, base, from int, err error) {
 	c := f.first + k
 	size := int64(a.t.chunk(c).uSize)
 	expect := size // what this read will probably decode
@@ -211,9 +232,25 @@ func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool) (
 	if err != nil {
 		return nil, 0, -1, f.chunkError(k, err)
 	}
+	if tr == nil {
+		ent.mu.Lock()
+		defer ent.mu.Unlock()
+		return a.fill(f, k, ent, lo, need, full)
+	}
+	t0 := time.Now()
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
-	return a.fill(f, k, ent, lo, need, full)
+	t1 := time.Now()
+	data, base, from, err = a.fill(f, k, ent, lo, need, full)
+	tr.Chunks++
+	tr.LockWait += t1.Sub(t0)
+	if from < 0 {
+		tr.Hits++
+	} else {
+		tr.Decode += time.Since(t1)
+		tr.Decoded += int64(len(data) - from)
+	}
+	return data, base, from, err
 }
 
 // fill is chunkData for an entry whose lock the caller holds.

@@ -58,6 +58,8 @@ type Options struct {
 	NoPassthrough bool
 	// Logger receives the cause of every EIO; nil means standard error.
 	Logger *log.Logger
+	// Stats, when set, records how long requests take (stats.go).
+	Stats *Stats
 }
 
 // FS is a store (or a share of stores) adapted for go-fuse. Root gives the

@@ -6,10 +6,12 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -46,22 +48,46 @@ func (h *fileHandle) PassthroughFd() (int, bool) { return h.fd, h.fd >= 0 }
 // Read implements fs.FileReader. Reads may run concurrently on one handle:
 // store files are io.ReaderAt, which allows that.
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return h.fsys.readStore(h.n, h.f, h.fr, dest, off)
+	return h.fsys.readStore(h.n, h.f, h.fr, dest, off, nil)
+}
+
+// tracedReader is a freshReader that says where a read's time went
+// (compress's archiveFile), for --stats.
+type tracedReader interface {
+	ReadSpanTraced(p []byte, off int64, fresh func(off int64, data []byte), tr *compress.ReadTrace) ([]byte, error)
 }
 
 // readStore serves a READ of node n from its open store file sf (fr is
 // sf when it is a freshReader, else nil), with a handle or without one
-// (openless.go).
-func (f *FS) readStore(n *node, sf store.File, fr freshReader, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+// (openless.go). rs is the request's statistics when --stats is on and
+// the caller started them (a handle-less read that opened the file), else
+// nil.
+func (f *FS) readStore(n *node, sf store.File, fr freshReader, dest []byte, off int64, rs *readStart) (fuse.ReadResult, syscall.Errno) {
 	f.reads.Add(1)
+	if s := f.opts.Stats; s != nil {
+		if rs == nil {
+			rs = s.startRead()
+		}
+		defer s.endRead(rs, n.sp, off, len(dest))
+	}
 	if fr != nil {
 		var fresh func(int64, []byte)
 		if f.mounted.Load() {
 			fresh = func(doff int64, data []byte) {
+				if rs != nil {
+					t := time.Now()
+					defer func() { rs.feed += time.Since(t) }()
+				}
 				f.feedCache(n, doff, data, off, off+int64(len(dest)))
 			}
 		}
-		b, err := fr.ReadSpan(dest, off, fresh)
+		var b []byte
+		var err error
+		if tf, ok := fr.(tracedReader); ok && rs != nil {
+			b, err = tf.ReadSpanTraced(dest, off, fresh, &rs.tr)
+		} else {
+			b, err = fr.ReadSpan(dest, off, fresh)
+		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, f.errno("reading", n.sp, err)
 		}

@@ -178,6 +178,9 @@ func (n *node) adopt(ctx context.Context, k kid, out *fuse.EntryOut) *gofs.Inode
 
 // Lookup implements fs.NodeLookuper.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if s := n.fsys.opts.Stats; s != nil {
+		defer s.record(opLookup, time.Now())
+	}
 	k, errno := n.lookupKid(name)
 	if errno != 0 {
 		return nil, errno
@@ -189,6 +192,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 // once per open and kept by the handle, which also answers the lookups
 // READDIRPLUS makes for each entry (no second Stat per entry).
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if s := n.fsys.opts.Stats; s != nil {
+		defer s.record(opOpendir, time.Now())
+	}
 	kids, errno := n.list()
 	if errno != 0 {
 		return nil, 0, errno
@@ -198,6 +204,9 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 
 // Getattr implements fs.NodeGetattrer.
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if s := n.fsys.opts.Stats; s != nil {
+		defer s.record(opGetattr, time.Now())
+	}
 	n.fillAttr(&out.Attr)
 	return 0
 }
@@ -269,6 +278,9 @@ func splitNs(ns int64) (uint64, uint32) {
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	if s := n.fsys.opts.Stats; s != nil {
+		defer s.record(opOpen, time.Now())
 	}
 	if n.fsys.noOpen.Load() && (n.kind == kindText || n.kind == kindEntry && n.e.Type != store.TypeDir) {
 		// No handle: the kernel opens this and every later file of the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -178,12 +179,19 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 		// FIFO, socket, device: shown as an empty file and never opened.
 		return fuse.ReadResultData(nil), 0
 	}
+	var rs *readStart
+	if s := n.fsys.opts.Stats; s != nil {
+		rs = s.startRead()
+	}
 	of, err := n.fsys.kept.get(n)
 	if err != nil {
 		n.fsys.reads.Add(1)
 		return nil, n.fsys.errno("opening", n.sp, err)
 	}
-	return n.fsys.readStore(n, of.f, of.fr, dest, off)
+	if rs != nil {
+		rs.open = time.Since(rs.t0)
+	}
+	return n.fsys.readStore(n, of.f, of.fr, dest, off, rs)
 }
 
 // Flush implements fs.NodeFlusher. Nothing is ever written, so there is

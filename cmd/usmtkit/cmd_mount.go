@@ -40,6 +40,9 @@ type mountOptions struct {
 	Debug           bool
 	Plain           bool
 	NoPassthrough   bool
+	// Stats is where the request statistics go when the mount ends
+	// (--stats, or USMTKIT_MOUNT_STATS); "" for none.
+	Stats string
 
 	// readyW is the pipe of a --background child to its parent.
 	readyW *os.File
@@ -93,12 +96,13 @@ Examples:
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
 			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
 			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve every read through usmtkit (for comparison and debugging)"},
+			&cli.StringFlag{Name: "stats", EnvVars: []string{"USMTKIT_MOUNT_STATS"}, Usage: "when the mount ends, write how long requests took and what the slowest reads waited for to this JSON file (docs/mount.md)"},
 		},
 		Action: func(c *cli.Context) error {
 			o := &mountOptions{globalOptions: *globalsOf(c), View: c.String("view"), UID: c.Int("uid"), GID: c.Int("gid"),
 				Umask: c.String("umask"), AllowOther: c.Bool("allow-other"), CaseInsensitive: c.Bool("case-insensitive"),
 				CacheSize: c.Int("cache-size"), Background: c.Bool("background"), LogFile: c.String("log-file"),
-				Debug: c.Bool("debug"), Plain: c.Bool("plain"), NoPassthrough: c.Bool("no-passthrough")}
+				Debug: c.Bool("debug"), Plain: c.Bool("plain"), NoPassthrough: c.Bool("no-passthrough"), Stats: c.String("stats")}
 			return runMount(c.Context, o, c.Args().Slice())
 		},
 	})
@@ -208,6 +212,13 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	fopts := fusefs.Options{View: view, UID: uint32(os.Geteuid()), GID: uint32(os.Getegid()), Umask: uint32(umask),
 		CaseInsensitive: o.CaseInsensitive, NoPassthrough: o.NoPassthrough,
 		Logger: log.New(logw, "usmtkit: ", log.LstdFlags)}
+	statsPath, err := checkStatsPath(o.Stats, roots)
+	if err != nil {
+		return err
+	}
+	if statsPath != "" {
+		fopts.Stats = fusefs.NewStats()
+	}
 	if o.UID >= 0 {
 		fopts.UID = uint32(o.UID)
 	}
@@ -256,6 +267,11 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 		o.onReady(mnt)
 	}
 	serveUntilStopped(ctx, o, srv, mnt)
+	if statsPath != "" {
+		if err := writeStats(statsPath, fopts.Stats); err != nil {
+			return err
+		}
+	}
 	if n := fsys.EIOCount(); n > 0 {
 		return fmt.Errorf("%d reads or lookups failed with an I/O error (causes logged above): %w", n, exitcodes.ErrPartial)
 	}
@@ -558,6 +574,36 @@ func umountOne(o *umountOptions, arg string) error {
 	}
 	o.notef("%s was busy, in use by: %s", real, strings.Join(who, "; "))
 	o.notef("detached it: it is gone from the tree now, and the server exits once those files are closed")
+	return nil
+}
+
+// checkStatsPath makes the --stats path absolute (a --background server
+// leaves the working directory) and refuses one inside a store.
+func checkStatsPath(p string, roots []string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range roots {
+		if rel, err := filepath.Rel(r, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return "", exitcodes.Usagef(fmt.Sprintf("--stats %s is inside the store %s: usmtkit never writes into a store; choose a path outside it", p, r))
+		}
+	}
+	return abs, nil
+}
+
+// writeStats writes the request statistics of a mount that ended.
+func writeStats(path string, s *fusefs.Stats) error {
+	b, err := s.MarshalReport()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing the request statistics: %w", err)
+	}
 	return nil
 }
 

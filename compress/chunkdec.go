@@ -17,6 +17,20 @@ func decodeWholeFrame(frame []byte, want int) ([]byte, error) {
 	return dec.DecodeAll(frame, make([]byte, 0, want))
 }
 
+// decodeWholeFrameInto is decodeWholeFrame into dst (its length is the
+// size the TOC gives): a buffer a caller reuses, so that decoding costs
+// no allocation, zeroing and page faults of a new buffer (verify).
+func decodeWholeFrameInto(frame, dst []byte) ([]byte, error) {
+	if cDecoderBuiltIn && !forceGoDecoder {
+		return decodeFrameIntoC(frame, dst)
+	}
+	dec, err := chunkDecoder()
+	if err != nil {
+		return nil, err
+	}
+	return dec.DecodeAll(frame, dst[:0])
+}
+
 // forceGoDecoder makes decodeWholeFrame use the Go decoder (tests compare
 // the two).
 var forceGoDecoder = false

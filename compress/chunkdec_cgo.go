@@ -28,7 +28,19 @@ func decodeWholeFrameC(frame []byte, want int) ([]byte, error) {
 		// The C call needs room to write into; a chunk is never empty.
 		return nil, fmt.Errorf("a chunk of 0 bytes")
 	}
-	dst := make([]byte, want)
+	return decodeFrameIntoC(frame, make([]byte, want))
+}
+
+// decodeFrameIntoC decodes frame into dst: a frame that decodes to more
+// than len(dst) is an error, one that decodes to less gives a shorter
+// result.
+func decodeFrameIntoC(frame, dst []byte) ([]byte, error) {
+	if len(frame) == 0 {
+		return nil, errors.New("empty frame")
+	}
+	if len(dst) == 0 {
+		return nil, fmt.Errorf("a chunk of 0 bytes")
+	}
 	ctx := cDecoders.Get().(czstd.Ctx)
 	defer cDecoders.Put(ctx)
 	n, err := ctx.DecompressInto(dst, frame)

@@ -76,17 +76,29 @@ func (a *Archive) readFrame(c uint32, n uint32) (bp *[]byte, frame []byte, err e
 // decodeChunk reads, decodes and verifies one whole chunk frame. The error
 // wraps store.ErrCorrupt when the data is damaged.
 func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, error) {
-	ch := a.t.chunk(c)
-	bp, frame, err := a.readFrame(c, ch.cSize)
+	bp, frame, err := a.readFrame(c, a.t.chunk(c).cSize)
 	if err != nil {
 		return nil, err
 	}
 	defer framePool.Put(bp)
+	return a.checkChunk(c, last, fileSize, frame, nil)
+}
+
+// checkChunk decodes and verifies chunk c from its frame, into dst when
+// it has room (else into a new buffer).
+func (a *Archive) checkChunk(c uint32, last bool, fileSize int64, frame, dst []byte) ([]byte, error) {
+	ch := a.t.chunk(c)
 	want := int(ch.uSize)
 	if last {
 		want += int(tarPad(fileSize))
 	}
-	data, err := decodeWholeFrame(frame, want)
+	var data []byte
+	var err error
+	if cap(dst) >= want {
+		data, err = decodeWholeFrameInto(frame, dst[:want])
+	} else {
+		data, err = decodeWholeFrame(frame, want)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
 	}

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -19,39 +21,155 @@ import (
 // and once per chunk, in Walk order, with err nil when it is good; errors
 // about damage wrap store.ErrCorrupt. VerifyAll keeps going after damage and
 // returns an error only when it cannot go on (ctx cancelled, read error).
+//
+// The checks run on every CPU (verifyWorkers), each worker reading its
+// next chunk while the others decode, which keeps the archive read ahead
+// of the decoders; fn still sees the results one at a time, in order.
+// Each worker decodes into one buffer it reuses: a new 4 MiB buffer per
+// chunk cost as much in zeroing and page faults as the decode itself
+// (docs/mount.md, archive verify).
 func (a *Archive) VerifyAll(ctx context.Context, fn func(path string, chunk int, err error)) error {
-	return a.Walk(ctx, func(e *store.Entry, _ error) error {
-		if e.StorePath == "" {
-			return nil
-		}
-		i, err := a.lookup("verifying", e.StorePath)
-		if err != nil {
-			return err
-		}
-		fn(e.StorePath, -1, a.verifyHeader(i, e))
-		if a.t.typ(i) != tocFile {
-			return nil
-		}
-		first, n := a.t.chunkRange(i)
-		for k := uint32(0); k < n; k++ {
-			if err := ctx.Err(); err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := verifyWorkers()
+	// Results wait in order; the window bounds the chunks checked ahead
+	// of fn (and so the memory: one frame and one decode buffer per
+	// worker, a few words per job).
+	order := make(chan *verifyJob, 4*workers)
+	jobs := make(chan *verifyJob, 4*workers)
+	var walkErr error
+	go func() {
+		defer close(order)
+		defer close(jobs)
+		walkErr = a.Walk(ctx, func(e *store.Entry, _ error) error {
+			if e.StorePath == "" {
+				return nil
+			}
+			i, err := a.lookup("verifying", e.StorePath)
+			if err != nil {
 				return err
 			}
-			_, err := a.decodeChunk(first+k, k == n-1, a.t.size(i))
-			if err != nil && !errors.Is(err, store.ErrCorrupt) {
-				return fmt.Errorf("verifying %s: %w", e.StorePath, err)
+			send := func(j *verifyJob) error {
+				j.res = make(chan error, 1)
+				select {
+				case order <- j:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				select {
+				case jobs <- j:
+				case <-ctx.Done():
+					j.res <- ctx.Err() // queued in order: its result is this
+					return ctx.Err()
+				}
+				return nil
 			}
-			if err == nil && a.t.flags(i)&entIncomplete != 0 {
-				err = fmt.Errorf("%w: the source could not be read completely when the archive was written", store.ErrCorrupt)
+			if err := send(&verifyJob{path: e.StorePath, i: i, e: e, chunk: -1}); err != nil {
+				return err
 			}
-			if err != nil {
-				ch := a.t.chunk(first + k)
-				err = fmt.Errorf("chunk %d of %d (archive offset %d): %w", k, n, ch.off, err)
+			if a.t.typ(i) != tocFile {
+				return nil
 			}
-			fn(e.StorePath, int(k), err)
+			_, n := a.t.chunkRange(i)
+			for k := uint32(0); k < n; k++ {
+				if err := send(&verifyJob{path: e.StorePath, i: i, chunk: int(k)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var w verifyWorker
+			for j := range jobs {
+				j.res <- a.verifyJobRun(&w, j)
+			}
+		}()
+	}
+	defer wg.Wait()
+	for j := range order {
+		err := <-j.res
+		if err != nil && j.chunk >= 0 && !errors.Is(err, store.ErrCorrupt) {
+			cancel()
+			drain(order)
+			return fmt.Errorf("verifying %s: %w", j.path, err)
 		}
-		return nil
-	})
+		if err := ctx.Err(); err != nil {
+			drain(order)
+			return err
+		}
+		fn(j.path, j.chunk, err)
+	}
+	if walkErr != nil {
+		return walkErr
+	}
+	return ctx.Err()
+}
+
+// verifyWorkers is how many chunks VerifyAll checks at once: one per CPU.
+func verifyWorkers() int { return max(1, runtime.GOMAXPROCS(0)) }
+
+// drain waits out the jobs already queued (their workers finish them)
+// so that nothing is left blocked on a channel.
+func drain(order chan *verifyJob) {
+	for j := range order {
+		<-j.res
+	}
+}
+
+// verifyJob is one check of VerifyAll: entry i's header (chunk -1) or its
+// chunk number chunk.
+type verifyJob struct {
+	path  string
+	i     uint32
+	e     *store.Entry // the header's entry
+	chunk int
+	res   chan error
+}
+
+// verifyWorker holds the buffers one VerifyAll worker reuses.
+type verifyWorker struct {
+	frame, data []byte
+}
+
+func (a *Archive) verifyJobRun(w *verifyWorker, j *verifyJob) error {
+	if j.chunk < 0 {
+		return a.verifyHeader(j.i, j.e)
+	}
+	first, n := a.t.chunkRange(j.i)
+	k := uint32(j.chunk)
+	c := first + k
+	ch := a.t.chunk(c)
+	if cap(w.frame) < int(ch.cSize) {
+		w.frame = make([]byte, ch.cSize)
+	}
+	frame := w.frame[:ch.cSize]
+	var err error
+	if _, rerr := a.f.ReadAt(frame, int64(ch.off)); rerr != nil {
+		err = fmt.Errorf("reading the archive: %w", rerr)
+	} else if len(frame) < 4 || binary.LittleEndian.Uint32(frame) != zstdMagic {
+		err = fmt.Errorf("%w: no zstd frame at the recorded offset", store.ErrCorrupt)
+	} else {
+		want := int(ch.uSize) + int(tarPad(a.t.size(j.i)))
+		if cap(w.data) < want {
+			w.data = make([]byte, want)
+		}
+		_, err = a.checkChunk(c, k == n-1, a.t.size(j.i), frame, w.data)
+	}
+	if err != nil && !errors.Is(err, store.ErrCorrupt) {
+		return err
+	}
+	if err == nil && a.t.flags(j.i)&entIncomplete != 0 {
+		err = fmt.Errorf("%w: the source could not be read completely when the archive was written", store.ErrCorrupt)
+	}
+	if err != nil {
+		err = fmt.Errorf("chunk %d of %d (archive offset %d): %w", k, n, ch.off, err)
+	}
+	return err
 }
 
 // maxHeaderFrame bounds a header frame: PAX records of a few long names.

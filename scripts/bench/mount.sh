@@ -97,12 +97,14 @@ wait_mounted() {
 	done
 	echo "mount.sh: $MNT not mounted after 60 s" >&2; return 1
 }
-start_server() { # KIND
+start_server() { # KIND PHASE
+	local st=""
+	[ -z "${STATS:-}" ] || { mkdir -p "$STATS"; st="--stats $STATS/$1-$2.json"; }
 	case $1 in
-	usmtkit-archive) "$U" -q mount --view store ${MOUNT_OPTS:-} "$arch" "$MNT" & PID=$! ;;
-	usmtkit-archive-128k) "$U" -q mount --view store ${MOUNT_OPTS:-} "$arch128" "$MNT" & PID=$! ;;
-	usmtkit-dir)     "$U" -q mount --view store "$STORE" "$MNT" & PID=$! ;;
-	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough "$STORE" "$MNT" & PID=$! ;;
+	usmtkit-archive) "$U" -q mount --view store ${MOUNT_OPTS:-} $st "$arch" "$MNT" & PID=$! ;;
+	usmtkit-archive-128k) "$U" -q mount --view store ${MOUNT_OPTS:-} $st "$arch128" "$MNT" & PID=$! ;;
+	usmtkit-dir)     "$U" -q mount --view store $st "$STORE" "$MNT" & PID=$! ;;
+	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough $st "$STORE" "$MNT" & PID=$! ;;
 	squashfuse)      squashfuse -f "$sqfs" "$MNT" & PID=$! ;;
 	archivemount)    archivemount -f -o ro,readonly "$tzst" "$MNT" 2>/dev/null & PID=$! ;;
 	esac
@@ -133,7 +135,7 @@ note_rss() {
 # "direct") and prints its result.
 phase() {
 	local kind=$1 name=$2 dir=$MNT res
-	if [ "$kind" = direct ]; then dir=$STORE; else start_server "$kind"; fi
+	if [ "$kind" = direct ]; then dir=$STORE; else start_server "$kind" "$name"; fi
 	local t0=$(date +%s%N)
 	case $name in
 	stat)  res=$(timeout "$TIMEOUT" find "$dir" -printf '%s %i\n' | wc -l) && res="$(( ($(date +%s%N) - t0) / 1000000 )) ms ($res entries)" || res=timeout ;;

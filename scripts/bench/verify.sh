@@ -89,3 +89,36 @@ fi
 echo
 echo "verify/this = usmtkit verify --manifest time / this command's time (above 1: the command is faster)."
 echo "the structure level reads no content; its MiB/s is nominal."
+
+# Archive verify (mount issue, point 4): `usmtkit verify ARCHIVE` (every
+# header and chunk decoded and checked, both checksums) against `zstd -t`
+# on a `tar | zstd -3` of the same store, page cache warm, medians of 3,
+# with the CPU seconds (user+sys) beside the wall time. ARCHIVE=0 skips it.
+if [ "${ARCHIVE:-1}" != 0 ]; then
+	arch="$prof/store.usmtkit.tar.zst"
+	tzst="$prof/store.tar.zst"
+	[ -f "$arch" ] || "$U" -q compress "$store" -o "$arch" >/dev/null
+	[ -f "$tzst" ] || tar -C "$store" -cf - . | zstd -q -T0 -3 -o "$tzst"
+	cat "$arch" "$tzst" >/dev/null
+	# median3 CMD: "wall cpu" medians of 3 runs.
+	median3() {
+		local i out=()
+		for i in 1 2 3; do
+			/usr/bin/time -o "$WORK/time" -f '%e %U %S' bash -c "$1" >/dev/null 2>&1 || true
+			out+=("$(tail -1 "$WORK/time")")
+		done
+		local w c
+		w=$(printf '%s\n' "${out[@]}" | awk '{print $1}' | sort -n | sed -n 2p)
+		c=$(printf '%s\n' "${out[@]}" | awk '{print $2 + $3}' | sort -n | sed -n 2p)
+		echo "$w $c"
+	}
+	echo
+	echo "-- archive verify (page cache warm, medians of 3; load: $(uptime | sed 's/.*load average: //'))"
+	v=$(median3 "'$U' -q verify '$arch'")
+	z=$(median3 "zstd -qt '$tzst'")
+	printf '%-34s %9s %9s\n' "command" "seconds" "cpu s"
+	printf '%-34s %9s %9s\n' "usmtkit verify ARCHIVE" $v
+	printf '%-34s %9s %9s\n' "zstd -t (tar | zstd -3)" $z
+	awk -v v="$v" -v z="$z" 'BEGIN { split(v, a, " "); split(z, b, " ");
+		printf "ratio usmtkit verify / zstd -t: wall %.2f, cpu %.2f (goal: wall <= 1.5)\n", a[1] / b[1], a[2] / b[2] }'
+fi

@@ -5,7 +5,6 @@ package compress
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	czstd "github.com/DataDog/zstd"
 	"github.com/klauspost/compress/zstd"
@@ -14,8 +13,33 @@ import (
 const cDecoderBuiltIn = true
 
 // cDecoders holds C decompression contexts (one is not safe for concurrent
-// use); a context the pool drops is freed by its finalizer.
-var cDecoders = sync.Pool{New: func() any { return czstd.NewCtx() }}
+// use). It is a bounded free list, not a sync.Pool: a sync.Pool is emptied
+// by garbage collections, and a new context's first decode cost about
+// 1 ms of CPU (allocating and initialising its tables and window), which
+// was the whole 99th percentile of random 4 KiB reads on a mount
+// (docs/mount.md, the tail). Contexts beyond maxCDecoders (more decodes
+// at once than that) are dropped and freed by their finalizer.
+var cDecoders = make(chan czstd.Ctx, maxCDecoders)
+
+// maxCDecoders: the mount decodes on at most a few threads at once
+// (readers, one decode ahead, verify's one per CPU).
+const maxCDecoders = 8
+
+func getCDecoder() czstd.Ctx {
+	select {
+	case c := <-cDecoders:
+		return c
+	default:
+		return czstd.NewCtx()
+	}
+}
+
+func putCDecoder(c czstd.Ctx) {
+	select {
+	case cDecoders <- c:
+	default:
+	}
+}
 
 // decodeWholeFrameC decodes frame with the C library into a buffer of
 // exactly want bytes: a frame that decodes to more is an error, one that
@@ -41,8 +65,8 @@ func decodeFrameIntoC(frame, dst []byte) ([]byte, error) {
 	if len(dst) == 0 {
 		return nil, fmt.Errorf("a chunk of 0 bytes")
 	}
-	ctx := cDecoders.Get().(czstd.Ctx)
-	defer cDecoders.Put(ctx)
+	ctx := getCDecoder()
+	defer putCDecoder(ctx)
 	n, err := ctx.DecompressInto(dst, frame)
 	if err != nil {
 		if err.Error() == "Restored data doesn't match checksum" {

@@ -3,6 +3,7 @@ package compress
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 )
 
 // chunkCache is an LRU of decoded chunks, whole, a prefix, or some of
@@ -29,8 +30,13 @@ type cacheEnt struct {
 
 	mu   sync.Mutex // held while decoding
 	data []byte     // decoded bytes: the whole chunk when done, else a prefix
-	done bool       // the whole chunk, verified
-	err  error      // damage found
+	// pooled is data's buffer when it is a pooled one (reader_bufs.go);
+	// owned holds the entry's reference to it until the entry leaves the
+	// cache (remove takes it, under the cache's lock, not the entry's).
+	pooled *decodedBuf
+	owned  atomic.Pointer[decodedBuf]
+	done   bool  // the whole chunk, verified
+	err    error // damage found
 	// A chunk of several frames (reader_frames.go): the frames found so
 	// far and the decoded runs of frames that are not a prefix.
 	frames []frameLoc
@@ -95,6 +101,7 @@ func (cc *chunkCache) remove(el *list.Element) {
 	cc.lru.Remove(el)
 	delete(cc.ents, ent.c)
 	cc.used -= ent.cost
+	ent.owned.Swap(nil).unref()
 }
 
 // has reports whether chunk c is cached (whole or in part).

@@ -22,10 +22,12 @@ import (
 var framePool = frameBufs{free: make(chan *[]byte, maxPooledFrames)}
 
 // maxPooledFrames: one buffer (up to a compressed chunk, about 4 MiB at
-// the default chunk size) covers the usual case, one decode at a time per
-// reader plus the decode ahead, at the cost of one allocation for the
-// second of two overlapping decodes; each kept buffer stays in memory.
-const maxPooledFrames = 1
+// the default chunk size) for a reader's decode and one for the decode
+// ahead that overlaps it: with one, the second of two overlapping decodes
+// allocated a new buffer, and a new buffer's zeroing and page faults cost
+// more than the decode (docs/mount.md, the tail); each kept buffer stays
+// in memory.
+const maxPooledFrames = 2
 
 // maxPooledFrameBytes bounds a kept buffer: the frame of a default 4 MiB
 // chunk, incompressible, fits.
@@ -82,6 +84,17 @@ func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, erro
 	}
 	defer framePool.Put(bp)
 	return a.checkChunk(c, last, fileSize, frame, nil)
+}
+
+// decodeChunkInto is decodeChunk into dst (len: the chunk's size and, in
+// a file's last chunk, its tar padding).
+func (a *Archive) decodeChunkInto(c uint32, last bool, fileSize int64, dst []byte) ([]byte, error) {
+	bp, frame, err := a.readFrame(c, a.t.chunk(c).cSize)
+	if err != nil {
+		return nil, err
+	}
+	defer framePool.Put(bp)
+	return a.checkChunk(c, last, fileSize, frame, dst)
 }
 
 // checkChunk decodes and verifies chunk c from its frame, into dst when

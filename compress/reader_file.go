@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -106,7 +108,22 @@ type ReadTrace struct {
 	Hits     int           // of them, served from the cache without decoding
 	LockWait time.Duration // waiting for chunk entries held by other reads or a decode ahead
 	Decode   time.Duration // reading frames from the archive and decoding them
-	Decoded  int64         // bytes decoded
+	// DecodeCPU is the CPU time the decoding thread used during Decode
+	// (CLOCK_THREAD_CPUTIME_ID; a goroutine that moved to another thread
+	// meanwhile is not counted): Decode much longer than DecodeCPU means
+	// the decode waited (for a CPU, for page faults, for a P after a cgo
+	// call), not that it had much work.
+	DecodeCPU time.Duration
+	Decoded   int64 // bytes decoded
+}
+
+// threadCPU is the CPU time of the calling thread.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // ReadSpanTraced is ReadSpan that also fills tr (when it is not nil).
@@ -166,9 +183,16 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 		lo := int(off + int64(n) - start)
 		need := int(min(end, f.ends[k]) - start)
 		// data holds the chunk's bytes from chunk offset base on.
-		data, base, from, err := f.a.chunkData(f, uint32(k), lo, need, seq, tr)
+		data, base, from, cb, err := f.a.chunkData(f, uint32(k), lo, need, seq, tr)
 		if err != nil {
 			return nil, n, err
+		}
+		if cb != nil {
+			// A pooled buffer is copied out, never handed on.
+			n += copy(p[n:], data[lo-base:need-base])
+			cb.unref()
+			k++
+			continue
 		}
 		if from >= 0 && from < len(data) && fresh != nil && !seq {
 			fresh(start+int64(base+from), data[from:])
@@ -219,7 +243,10 @@ func searchEnds(ends []int64, off int64) int {
 // not decoded before start (0 when the cache knew nothing of them). A
 // chunk found damaged stays damaged: every later read of it fails the
 // same way.
-func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, tr *ReadTrace) (data []byte, base, from int, err error) {
+//
+// When data is in a pooled buffer (reader_bufs.go), cb holds a reference
+// to it that the caller drops (cb.unref) once done with data.
+func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, tr *ReadTrace) (data []byte, base, from int, cb *decodedBuf, err error) {
 	c := f.first + k
 	size := int64(a.t.chunk(c).uSize)
 	expect := size // what this read will probably decode
@@ -230,7 +257,7 @@ func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, t
 	}
 	ent, err := a.cache.entry(c, size, expect)
 	if err != nil {
-		return nil, 0, -1, f.chunkError(k, err)
+		return nil, 0, -1, nil, f.chunkError(k, err)
 	}
 	if tr == nil {
 		ent.mu.Lock()
@@ -241,60 +268,96 @@ func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, t
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
 	t1 := time.Now()
-	data, base, from, err = a.fill(f, k, ent, lo, need, full)
+	c0 := threadCPU()
+	data, base, from, cb, err = a.fill(f, k, ent, lo, need, full)
+	c1 := threadCPU()
 	tr.Chunks++
 	tr.LockWait += t1.Sub(t0)
 	if from < 0 {
 		tr.Hits++
 	} else {
-		tr.Decode += time.Since(t1)
+		d := time.Since(t1)
+		tr.Decode += d
+		if c := c1 - c0; c >= 0 && c <= d {
+			tr.DecodeCPU += c
+		}
 		tr.Decoded += int64(len(data) - from)
 	}
-	return data, base, from, err
+	return data, base, from, cb, err
 }
 
-// fill is chunkData for an entry whose lock the caller holds.
-func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, full bool) (data []byte, base, from int, err error) {
+// fill is chunkData for an entry whose lock the caller holds. Whole
+// chunks decoded for a sequential read (full) go into pooled buffers.
+func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, full bool) (data []byte, base, from int, cb *decodedBuf, err error) {
 	c := f.first + k
 	last := k == uint32(len(f.ends))-1
 	if ent.err != nil {
-		return nil, 0, -1, f.chunkError(k, ent.err)
+		return nil, 0, -1, nil, f.chunkError(k, ent.err)
+	}
+	if ent.pooled != nil && !ent.pooled.tryRef() {
+		// The entry left the cache and its buffer was given back while
+		// this read waited: decode again.
+		ent.data, ent.done, ent.pooled = nil, false, nil
 	}
 	if len(ent.data) >= need && (ent.done || !full) {
-		return ent.data, 0, -1, nil
+		return ent.data, 0, -1, ent.pooled, nil
 	}
+	ent.pooled.unref() // not used: a prefix is replaced below (pooled data is whole, done)
+	pool := full
 	// A read that does not cover the whole chunk decodes only its frames:
 	// also one that ends at the chunk's end (a PDF or ZIP reader starts
 	// with the last bytes of the file) or runs on into the next chunk.
 	if !full && (lo > 0 || need < int(a.t.chunk(c).uSize)) && a.ft.version > formatSingleFrame {
 		if sp, ok := ent.spanFor(lo, need); ok {
-			return sp.data, sp.start, -1, nil
+			return sp.data, sp.start, -1, nil, nil
 		}
 		sp, ok, err := a.decodeFrames(c, last, f.size, ent, lo, need)
 		if err != nil {
-			return nil, 0, -1, a.chunkFailed(f, k, ent, err)
+			return nil, 0, -1, nil, a.chunkFailed(f, k, ent, err)
 		}
 		switch ok {
 		case framesDecoded:
 			ent.addSpan(sp)
 			a.cache.resize(ent)
-			return sp.data, sp.start, 0, nil
+			return sp.data, sp.start, 0, nil, nil
 		case framesTooMany:
 			full = true
 		}
 		// framesOne: a chunk of one frame, decoded as before.
 	}
-	data, done, err := a.decodeRange(c, last, f.size, need, full)
+	var newBuf *decodedBuf
+	if pool {
+		want := int(a.t.chunk(c).uSize)
+		if last {
+			want += int(tarPad(f.size))
+		}
+		if poolable(want) {
+			newBuf = newDecodedBuf(want)
+		}
+	}
+	var done bool
+	if newBuf != nil {
+		data, err = a.decodeChunkInto(c, last, f.size, newBuf.b)
+		done = err == nil
+	} else {
+		data, done, err = a.decodeRange(c, last, f.size, need, full)
+	}
 	if err != nil {
-		return nil, 0, -1, a.chunkFailed(f, k, ent, err)
+		newBuf.unref()
+		return nil, 0, -1, nil, a.chunkFailed(f, k, ent, err)
 	}
 	from = len(ent.data)
-	ent.data, ent.done = data, done
+	ent.data, ent.done, ent.pooled = data, done, newBuf
 	if done {
 		ent.spans = nil
 	}
+	if newBuf != nil {
+		// The entry's reference, and one for this read.
+		newBuf.refs.Add(1)
+		ent.owned.Store(newBuf)
+	}
 	a.cache.resize(ent)
-	return data, 0, from, nil
+	return data, 0, from, newBuf, nil
 }
 
 // chunkFailed records damage found in chunk k (every later read of it

@@ -78,7 +78,9 @@ type SlowRead struct {
 	CacheHits  int     `json:"cache_hits"`
 	LockWaitUs float64 `json:"lock_wait_us"`
 	DecodeUs   float64 `json:"decode_us"`
-	Decoded    int64   `json:"decoded_bytes"`
+	// DecodeCPUUs is the CPU time the decoding thread used meanwhile.
+	DecodeCPUUs float64 `json:"decode_cpu_us"`
+	Decoded     int64   `json:"decoded_bytes"`
 	// OpenUs is opening the store file on a handle-less first read.
 	OpenUs float64 `json:"open_us"`
 	// FeedUs is handing decoded bytes to the page cache (started, not
@@ -163,7 +165,7 @@ func (s *Stats) endRead(rs *readStart, path string, off int64, size int) {
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 	sr := SlowRead{Path: path, Offset: off, Size: size, TotalUs: us(d),
 		Walk: rs.tr.Walk, Ahead: rs.tr.Ahead, Chunks: rs.tr.Chunks, CacheHits: rs.tr.Hits,
-		LockWaitUs: us(rs.tr.LockWait), DecodeUs: us(rs.tr.Decode), Decoded: rs.tr.Decoded,
+		LockWaitUs: us(rs.tr.LockWait), DecodeUs: us(rs.tr.Decode), DecodeCPUUs: us(rs.tr.DecodeCPU), Decoded: rs.tr.Decoded,
 		OpenUs: us(rs.open), FeedUs: us(rs.feed), GCCycles: gcCycles() - rs.gc,
 		At: rs.t0.Sub(s.start).Seconds()}
 	s.mu.Lock()

@@ -13,10 +13,14 @@
 # and then the ratios of the usmtkit rows to their anchors (squashfuse,
 # archivemount, the folder read directly) with the goals of the mount issue.
 #
-#   scripts/bench/mount.sh                 # 1 GiB profile store
-#   SIZE=200M scripts/bench/mount.sh
+#   scripts/bench/mount.sh                 # 200 MB and 2 GB profile stores
+#   SIZE=200M scripts/bench/mount.sh       # one size
 #
-# Environment: SIZE (store bytes, default 1G), WORK (scratch folder, default
+# Every row runs RUNS times (default 3) and the ratios are of the medians,
+# so that a tail growing with the store shows up between the sizes.
+#
+# Environment: SIZES (store sizes, default "200M 2G"), SIZE (one size
+# instead), RUNS (default 3), WORK (scratch folder, default
 # /tmp/usmtkit-bench-mount, kept so stores are generated once), TIMEOUT
 # (seconds per phase, default 300; a phase that runs longer shows
 # "timeout"), ROWS (rows to run, default all: usmtkit-archive
@@ -31,10 +35,21 @@
 # each mount.
 set -euo pipefail
 
-SIZE=${SIZE:-1G}
 WORK=${WORK:-/tmp/usmtkit-bench-mount}
 TIMEOUT=${TIMEOUT:-300}
+RUNS=${RUNS:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# The size sweep: the script runs itself once per size (the binaries are
+# built by the first run only).
+if [ -z "${SIZE:-}" ]; then
+	build=${BUILD:-1}
+	for s in ${SIZES:-200M 2G}; do
+		echo "=== store size $s (load: $(uptime | sed 's/.*load average: //'))"
+		SIZE=$s BUILD=$build BUILD_ARCHIVES=${BUILD:-1} "$0"
+		build=0
+	done
+	exit 0
+fi
 
 for t in squashfuse archivemount mksquashfs zstd tar find; do
 	command -v "$t" >/dev/null || { echo "mount.sh: $t is not installed (apt-get install squashfuse archivemount squashfs-tools zstd)" >&2; exit 1; }
@@ -57,7 +72,7 @@ STORE="$data/store"
 arch="$data/store.usmtkit.tar.zst"
 # The usmtkit archives are written by the usmtkit under test (its format
 # and defaults may have changed since the last run), unless BUILD=0.
-[ "${BUILD:-1}" = 0 ] || rm -f "$arch" "$data/store.usmtkit-128k.tar.zst"
+[ "${BUILD_ARCHIVES:-${BUILD:-1}}" = 0 ] || rm -f "$arch" "$data/store.usmtkit-128k.tar.zst"
 if [ ! -f "$arch" ]; then
 	if "$U" compress --help >/dev/null 2>&1; then
 		echo "usmtkit compress $STORE -o $arch" >&2
@@ -160,7 +175,7 @@ run() { # KIND LABEL
 	printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "$2" "$st" "$fl" "${fk% files=*}" "${sq% bytes=*}" "$rss"
 	# Numbers for the ratios: stat ms, files p50 p99, 4k p50 p99 (µs), MB/s, RSS MiB.
 	printf '%s %s %s %s %s %s\n' "$(num ms "$st")" "$(pct p50 "$fl") $(pct p99 "$fl")" "$(pct p50 "$fk") $(pct p99 "$fk")" \
-		"$(num MB/s "$sq")" "$(num MiB "$rss")" >"$WORK/row-$1"
+		"$(num MB/s "$sq")" "$(num MiB "$rss")" >>"$WORK/row-$1"
 }
 
 # num UNIT TEXT: the number before " ms" / " MiB" or after "MB/s=" in TEXT, or "-".
@@ -182,11 +197,19 @@ pct() {
 	*) echo - ;;
 	esac
 }
-# ratios ROW BASE LABEL: ROW's numbers over BASE's (time and memory: below 1
+# median ROW: the median of each column over ROW's runs ("-" stays "-").
+median() {
+	awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
+	END { for (i = 1; i <= nf; i++) { n = 0
+		for (r = 1; r <= NR; r++) if (v[i, r] != "-") a[++n] = v[i, r] + 0
+		for (x = 2; x <= n; x++) for (y = x; y > 1 && a[y - 1] > a[y]; y--) { t = a[y]; a[y] = a[y - 1]; a[y - 1] = t }
+		printf "%s%s", (n ? a[int((n + 1) / 2)] : "-"), (i < nf ? " " : "\n") } }' "$WORK/row-$1"
+}
+# ratios ROW BASE LABEL: ROW's medians over BASE's (time and memory: below 1
 # is better for ROW; MB/s: above 1 is better).
 ratios() {
 	[ -f "$WORK/row-$1" ] && [ -f "$WORK/row-$2" ] || return 0
-	paste -d' ' "$WORK/row-$1" "$WORK/row-$2" | awk -v label="$3" '
+	paste -d' ' <(median "$1") <(median "$2") | awk -v label="$3" '
 	function r(a, b) { return (a == "-" || b == "-" || b == 0) ? "-" : sprintf("%.2f", a / b) }
 	{ printf "%-44s | stat %s | files p50 %s p99 %s | 4k p50 %s p99 %s | read everything %s | RSS %s\n",
 		label, r($1, $8), r($2, $9), r($3, $10), r($4, $11), r($5, $12), r($6, $13), r($7, $14) }'
@@ -197,16 +220,18 @@ echo "store: $STORE ($(du -sh "$STORE" | cut -f1), $(find "$STORE" -type f | wc 
 a128=""; [ -f "$arch128" ] && a128=" ($(du -h "$arch128" | cut -f1) in 128 KiB chunks)"
 echo "archive $(du -h "$arch" | cut -f1)$a128, squashfs $(du -h "$sqfs" | cut -f1), tar.zst $(du -h "$tzst" | cut -f1); $(uname -r), $(nproc) CPUs, uid $(id -u)"
 printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "" "stat every entry" "300 whole-file reads" "2000 random 4 KiB reads" "read everything" "peak RSS"
-run usmtkit-archive "usmtkit (archive)"
-run usmtkit-archive-128k "usmtkit (archive, 128 KiB chunks)"
-run squashfuse "squashfuse (sqfs zstd)"
-run archivemount "archivemount (tar.zst)"
+for r in $(seq "$RUNS"); do
+	echo "-- run $r of $RUNS (load: $(uptime | sed 's/.*load average: //'))"
+	run usmtkit-archive "usmtkit (archive)"
+	run usmtkit-archive-128k "usmtkit (archive, 128 KiB chunks)"
+	run squashfuse "squashfuse (sqfs zstd)"
+	run archivemount "archivemount (tar.zst)"
+	run direct "folder, no FUSE"
+	run usmtkit-dir "usmtkit (folder)"
+	run usmtkit-dir-nopt "usmtkit --no-passthrough"
+done
 echo
-run direct "folder, no FUSE"
-run usmtkit-dir "usmtkit (folder)"
-run usmtkit-dir-nopt "usmtkit --no-passthrough"
-echo
-echo "ratios (time and memory: below 1.00 means faster or smaller than the anchor; read everything: above 1.00 means faster)"
+echo "store $SIZE: ratios of the medians of $RUNS runs (time and memory: below 1.00 means faster or smaller than the anchor; read everything: above 1.00 means faster)"
 ratios usmtkit-archive squashfuse "usmtkit (archive) / squashfuse"
 ratios usmtkit-archive-128k squashfuse "usmtkit (archive, 128 KiB) / squashfuse"
 ratios usmtkit-archive archivemount "usmtkit (archive) / archivemount"

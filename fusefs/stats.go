@@ -232,7 +232,7 @@ func (s *Stats) Report() *StatsReport {
 	}
 	r.GC = gcReport()
 	s.mu.Lock()
-	r.SlowReads = append([]SlowRead(nil), s.slow...)
+	r.SlowReads = append([]SlowRead{}, s.slow...) // [] rather than null when there was no read
 	s.mu.Unlock()
 	sortSlow(r.SlowReads)
 	return r

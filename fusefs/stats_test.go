@@ -74,6 +74,14 @@ func TestMountStats(t *testing.T) {
 	}
 }
 
+// TestStatsEmpty: a report with no requests lists no slow reads as [].
+func TestStatsEmpty(t *testing.T) {
+	b, err := NewStats().MarshalReport()
+	if err != nil || !bytes.Contains(b, []byte(`"slowest_reads": []`)) {
+		t.Errorf("empty report: %s, %v", b, err)
+	}
+}
+
 func TestStatsBuckets(t *testing.T) {
 	for _, c := range []struct {
 		ns   int64

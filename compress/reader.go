@@ -72,6 +72,9 @@ type Archive struct {
 	// ahead holds a token per background decode running (decodeAhead):
 	// at most maxAhead chunks are decoded ahead of sequential readers.
 	ahead chan struct{}
+	// frames remembers where the frames of chunks are (reader_frames.go)
+	// after their cache entries are gone.
+	frames frameMemo
 }
 
 var _ store.Store = (*Archive)(nil)

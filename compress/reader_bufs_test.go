@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -82,5 +83,51 @@ func TestPooledBuffers(t *testing.T) {
 	}
 	if len(freeDecodedBufs) == 0 {
 		t.Error("no decoded buffer came back to the free list")
+	}
+}
+
+// countingReaderAt counts ReadAt calls.
+type countingReaderAt struct {
+	r io.ReaderAt
+	n atomic.Int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.n.Add(1)
+	return c.r.ReadAt(p, off)
+}
+
+// TestFrameMemo: a random read into a chunk whose cache entry is gone
+// does not walk the chunk's frame headers again (one ReadAt: the frame),
+// and reads the right bytes.
+func TestFrameMemo(t *testing.T) {
+	dir, want := partialTree(t)
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: 128 << 10})
+	a, err := Open(path, ReaderOptions{CacheBytes: -1}) // nothing kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cr := &countingReaderAt{r: a.f}
+	a.f = cr
+	f := openBig(t, a)
+	off := int64(partialChunk - 5000) // the last frame of chunk 0
+	buf := make([]byte, 4096)
+	for i := range 2 {
+		before := cr.n.Load()
+		n, err := f.ReadAt(buf, off+int64(i))
+		if err != nil || !bytes.Equal(buf[:n], want[off+int64(i):off+int64(i)+int64(n)]) {
+			t.Fatalf("read %d: %d bytes, %v", i, n, err)
+		}
+		reads := cr.n.Load() - before
+		if i == 0 && reads < 3 {
+			t.Errorf("the first read made %d ReadAt calls: no walk?", reads)
+		}
+		if i == 1 && reads != 1 {
+			t.Errorf("the second read made %d ReadAt calls, want 1 (the frame)", reads)
+		}
+	}
+	if l := a.frames.get(f.first); len(l) < 8 {
+		t.Errorf("%d frame locations remembered for chunk 0", len(l))
 	}
 }

@@ -94,6 +94,8 @@ func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, dat
 // asked for lie in one chunk, it returns them as a slice of the decoded
 // chunk (read-only: decoded data is never modified, and it may be kept,
 // e.g. until a FUSE reply is written), else it fills p and returns p[:n].
+// Whole chunks decoded for a sequential walk are always copied into p:
+// their buffers are reused (reader_bufs.go).
 // A short result with io.EOF means the end of the file.
 func (f *archiveFile) ReadSpan(p []byte, off int64, fresh func(off int64, data []byte)) ([]byte, error) {
 	return f.ReadSpanTraced(p, off, fresh, nil)

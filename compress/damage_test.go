@@ -590,3 +590,76 @@ func requireToolQuiet(names ...string) bool {
 func runCmd(name string, args ...string) error {
 	return exec.Command(name, args...).Run()
 }
+
+// TestDamagedEndOfArchive: a flipped byte in the end-of-archive frame (the
+// two tar zero blocks before the TOC) fails VerifyAll, as it fails zstd -t
+// and GNU tar; an intact archive's end-of-archive frame passes.
+func TestDamagedEndOfArchive(t *testing.T) {
+	dir := buildTestTree(t)
+	good, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: testChunk})
+	a := openArchive(t, good)
+	if err := a.verifyEndOfArchive(); err != nil {
+		t.Fatalf("intact archive: %v", err)
+	}
+	tocOff := int64(a.ft.tocOffset)
+	for _, back := range []int64{2, 6} { // the frame checksum, the block before it
+		p := storetest.CopyToTemp(t, good)
+		flipByte(t, p, tocOff-back)
+		var bad []string
+		err := openArchive(t, p).VerifyAll(context.Background(), func(path string, chunk int, err error) {
+			if err != nil {
+				if !errors.Is(err, store.ErrCorrupt) {
+					t.Errorf("not ErrCorrupt: %v", err)
+				}
+				bad = append(bad, path+"|"+err.Error())
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bad) != 1 || !strings.HasPrefix(bad[0], "|end-of-archive frame") {
+			t.Errorf("flip at toc-%d: VerifyAll found %q, want only the end-of-archive frame", back, bad)
+		}
+		if requireToolQuiet("zstd") {
+			if err := runCmd("zstd", "-t", "-q", p); err == nil {
+				t.Errorf("flip at toc-%d: zstd -t passed, the oracle disagrees with the test", back)
+			}
+		}
+	}
+}
+
+// TestFooterPointsTOCAtWholeFile: a footer (with a valid checksum) whose
+// TOC frame covers the whole archive is refused after reading the frame's
+// 8-byte header, not after reading the file.
+func TestFooterPointsTOCAtWholeFile(t *testing.T) {
+	dir := buildTestTree(t)
+	good, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: testChunk})
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft, _ := parseFooterUnchecked(b[len(b)-footerSize+8:])
+	ft.tocOffset = 0
+	ft.tocCSize = uint64(len(b)-footerSize) - 8
+	copy(b[len(b)-footerSize:], ft.marshal())
+	c := &byteCountingReaderAt{r: bytes.NewReader(b)}
+	_, _, err = readIndex(c, int64(len(b)), maxTOCCSize)
+	if !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("readIndex = %v, want ErrCorrupt", err)
+	}
+	if n := c.n; n > footerSize+8 {
+		t.Errorf("read %d bytes of a %d-byte file before refusing the TOC", n, len(b))
+	}
+}
+
+// byteCountingReaderAt counts the bytes read through it.
+type byteCountingReaderAt struct {
+	r io.ReaderAt
+	n int64
+}
+
+func (c *byteCountingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n += int64(n)
+	return n, err
+}

@@ -201,14 +201,19 @@ func readIndex(r io.ReaderAt, size int64, maxTOC uint64) (*footer, []byte, error
 	if err != nil {
 		return nil, nil, err
 	}
-	frame := make([]byte, 8+ft.tocCSize)
-	if _, err := r.ReadAt(frame, int64(ft.tocOffset)); err != nil {
+	// The frame header first: a footer that points the TOC at most of the
+	// file must be refused before that much is allocated and read.
+	var fh [8]byte
+	if _, err := r.ReadAt(fh[:], int64(ft.tocOffset)); err != nil {
 		return nil, nil, fmt.Errorf("reading the TOC: %w", err)
 	}
-	if binary.LittleEndian.Uint32(frame) != skippableMagic || uint64(binary.LittleEndian.Uint32(frame[4:])) != ft.tocCSize {
+	if binary.LittleEndian.Uint32(fh[:]) != skippableMagic || uint64(binary.LittleEndian.Uint32(fh[4:])) != ft.tocCSize {
 		return nil, nil, fmt.Errorf("%w: the footer does not point at a TOC frame", store.ErrCorrupt)
 	}
-	payload := frame[8:]
+	payload := make([]byte, ft.tocCSize)
+	if _, err := r.ReadAt(payload, int64(ft.tocOffset)+8); err != nil {
+		return nil, nil, fmt.Errorf("reading the TOC: %w", err)
+	}
 	if xxhash.Sum64(payload) != ft.tocXXH {
 		return nil, nil, fmt.Errorf("%w: TOC checksum mismatch", store.ErrCorrupt)
 	}

@@ -19,7 +19,8 @@ import (
 // describes the entry the TOC lists) and every chunk (decode, zstd checksum,
 // xxhash64), bypassing the cache. fn is called once per header (chunk -1)
 // and once per chunk, in Walk order, with err nil when it is good; errors
-// about damage wrap store.ErrCorrupt. VerifyAll keeps going after damage and
+// about damage wrap store.ErrCorrupt. Last, the end-of-archive frame is
+// checked; its damage is reported as fn("", -1, err). VerifyAll keeps going after damage and
 // returns an error only when it cannot go on (ctx cancelled, read error).
 //
 // The checks run on every CPU (verifyWorkers), each worker reading its
@@ -107,7 +108,82 @@ func (a *Archive) VerifyAll(ctx context.Context, fn func(path string, chunk int,
 	if walkErr != nil {
 		return walkErr
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := a.verifyEndOfArchive(); err != nil {
+		if !errors.Is(err, store.ErrCorrupt) {
+			return fmt.Errorf("verifying the end-of-archive frame: %w", err)
+		}
+		fn("", -1, err)
+	}
+	return nil
+}
+
+// eoaSize is what the end-of-archive frame decodes to: tar's two zero blocks.
+const eoaSize = 1024
+
+// verifyEndOfArchive checks the frame between the last entry's frames and
+// the TOC: it must be one zstd frame that ends exactly at the TOC and
+// decodes (checksum included) to tar's two 512-byte zero blocks. GNU tar
+// and zstd -t read it like every other frame, so a damaged one must not
+// pass verify. Damage wraps store.ErrCorrupt.
+func (a *Archive) verifyEndOfArchive() error {
+	start, err := a.endOfEntries()
+	if err != nil {
+		return err
+	}
+	limit := a.ft.tocOffset
+	n, fcs, err := zstdFrameLen(a.f, start, limit)
+	if err != nil {
+		return fmt.Errorf("end-of-archive frame at archive offset %d: %w: %v", start, store.ErrCorrupt, err)
+	}
+	if fcs != eoaSize || uint64(start+n) != limit {
+		return fmt.Errorf("end-of-archive frame at archive offset %d: %w: %d bytes long, content size %d, the TOC starts at %d", start, store.ErrCorrupt, n, fcs, limit)
+	}
+	frame := make([]byte, n)
+	if _, err := a.f.ReadAt(frame, start); err != nil {
+		return fmt.Errorf("reading the archive: %w", err)
+	}
+	dec, err := chunkDecoder()
+	if err != nil {
+		return err
+	}
+	data, err := dec.DecodeAll(frame, make([]byte, 0, eoaSize))
+	if err != nil {
+		return fmt.Errorf("end-of-archive frame at archive offset %d: %w: %v", start, store.ErrCorrupt, err)
+	}
+	if len(data) != eoaSize || bytes.IndexFunc(data, func(r rune) bool { return r != 0 }) >= 0 {
+		return fmt.Errorf("end-of-archive frame at archive offset %d: %w: it does not decode to tar's two zero blocks", start, store.ErrCorrupt)
+	}
+	return nil
+}
+
+// endOfEntries is the offset right after the last entry's frames in stream
+// order (the entry with the largest header offset): its last chunk's end,
+// or its header frame's end when it has no data. 0 for an archive of the
+// root alone.
+func (a *Archive) endOfEntries() (int64, error) {
+	last, lastOff := uint32(0), int64(-1)
+	for i := uint32(1); i < uint32(a.t.n); i++ {
+		if off := int64(binary.LittleEndian.Uint64(a.t.rec(i)[eHdrOff:])); off > lastOff {
+			last, lastOff = i, off
+		}
+	}
+	if lastOff < 0 {
+		return 0, nil
+	}
+	if a.t.typ(last) == tocFile {
+		if first, n := a.t.chunkRange(last); n > 0 {
+			ch := a.t.chunk(first + n - 1)
+			return int64(ch.off) + int64(ch.cSize), nil
+		}
+	}
+	n, _, err := zstdFrameLen(a.f, lastOff, a.ft.tocOffset)
+	if err != nil {
+		return 0, fmt.Errorf("header frame at archive offset %d: %w: %v", lastOff, store.ErrCorrupt, err)
+	}
+	return lastOff + n, nil
 }
 
 // verifyWorkers is how many chunks VerifyAll checks at once: one per CPU.

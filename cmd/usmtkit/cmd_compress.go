@@ -214,7 +214,11 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 		err = a.VerifyAll(ctx, func(path string, chunk int, err error) {
 			if err != nil {
 				ok = false
-				rep.Damaged = append(rep.Damaged, problemRecord{Path: path, Error: fmt.Sprintf("chunk %d: %v", chunk, err)})
+				msg := fmt.Sprintf("chunk %d: %v", chunk, err)
+				if path == "" {
+					msg = err.Error() // the archive's own frames (end of archive)
+				}
+				rep.Damaged = append(rep.Damaged, problemRecord{Path: path, Error: msg})
 			}
 		})
 		vm.Done()

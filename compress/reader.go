@@ -132,6 +132,9 @@ func open(f *os.File, path string, opts ReaderOptions) (*Archive, error) {
 	}
 	ft, raw, err := readIndex(f, fi.Size(), maxTOC)
 	if err != nil {
+		if errors.Is(err, ErrNoIndex) && !firstFrameIsHeader(f, fi.Size()) {
+			return nil, foreignZstdError(path)
+		}
 		return nil, indexError(path, err)
 	}
 	t, err := parseTOC(raw, ft.entryCount, ft.tocOffset)
@@ -184,6 +187,38 @@ func indexError(path string, err error) error {
 		return fmt.Errorf("opening archive %s: its index is damaged (%w); recover its files with `usmtkit salvage`", path, err)
 	}
 	return fmt.Errorf("opening archive %s: %w", path, err)
+}
+
+// firstFrameIsHeader reports whether the file's first zstd frame is a
+// usmtkit header frame: small, with its content size, decoding to exactly
+// one entry's tar header blocks. Every usmtkit archive starts with one, even
+// a cut or unfinished one; a plain `tar | zstd` file starts with a frame of
+// tar data (or of unknown size) instead.
+func firstFrameIsHeader(r io.ReaderAt, size int64) bool {
+	n, fcs, err := zstdFrameLen(r, 0, uint64(size))
+	if err != nil || fcs < 0 || fcs > maxHeaderFrame || n > maxHeaderFrame {
+		return false
+	}
+	frame := make([]byte, n)
+	if _, err := r.ReadAt(frame, 0); err != nil {
+		return false
+	}
+	dec, err := chunkDecoder()
+	if err != nil {
+		return false
+	}
+	data, err := dec.DecodeAll(frame, make([]byte, 0, fcs))
+	if err != nil {
+		return false
+	}
+	_, ok := parseHeaderFrame(data)
+	return ok
+}
+
+// foreignZstdError is the error for a zstd file that is not a usmtkit
+// archive: no store here (exit 10), and how to read it instead.
+func foreignZstdError(path string) error {
+	return fmt.Errorf("%s is a zstd file but not a usmtkit archive (no usmtkit footer, and it does not start with a usmtkit header frame): %w; if it is a tar archive, read it with `tar --zstd -xf %s`", path, store.ErrNoStore, path)
 }
 
 // readIndex reads and checks the footer and the TOC frame and returns the

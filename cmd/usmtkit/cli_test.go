@@ -339,3 +339,36 @@ func TestVerboseIndexListsFiles(t *testing.T) {
 		t.Fatalf("-v listed %d lines:\n%s", n, stderr)
 	}
 }
+
+// TestPlainTarZstdIsNoStore: a `tar | zstd` file made by GNU tar and zstd is
+// not a usmtkit archive: every reading command exits 10 and points at tar.
+func TestPlainTarZstdIsNoStore(t *testing.T) {
+	fixtures.RequireTool(t, "tar", "zstd")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "docs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "docs", "a.txt"), bytes.Repeat([]byte("plain tar\n"), 500), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "mnt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tz := filepath.Join(dir, "plain.tar.zst")
+	sh := "tar -C " + src + " -cf - docs | zstd -q -o " + tz
+	if out, err := exec.Command("sh", "-c", sh).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", sh, err, out)
+	}
+	for _, args := range [][]string{
+		{"info", tz}, {"ls", tz}, {"extract", tz, filepath.Join(dir, "out")}, {"mount", tz, filepath.Join(dir, "mnt")},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		if code != exitcodes.NoStore || !strings.Contains(stderr, "tar --zstd -xf") {
+			t.Errorf("%v: exit %d, stderr %q; want %d and a tar hint", args, code, stderr, exitcodes.NoStore)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
+		t.Error("extract created its destination for a file it cannot read")
+	}
+}

@@ -663,3 +663,47 @@ func (c *byteCountingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// TestSalvageToGoesOn: a name the destination rejects (300 bytes: "file
+// name too long" on any Linux file system) and a name already taken in the
+// destination are refused and listed; the file already there is left as
+// it was, and every later entry is still written.
+func TestSalvageToGoesOn(t *testing.T) {
+	base := t.TempDir()
+	long := strings.Repeat("n", 300) + ".txt"
+	raw := rawArchive(t, []rawEntry{
+		{hdr: tar.Header{Name: "a/" + long, Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("long")},
+		{hdr: tar.Header{Name: "a/keep.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("from the archive")},
+		{hdr: tar.Header{Name: "a/after.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("after")},
+	})
+	p := filepath.Join(base, "names.tar.zst")
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(base, "dest")
+	if err := os.MkdirAll(filepath.Join(dest, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dest, "a", "keep.txt"), []byte("already there"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := SalvageTo(context.Background(), p, dest)
+	if err != nil {
+		t.Fatalf("salvage stopped: %v", err)
+	}
+	if rep.RefusedCount != 2 || len(rep.Refused) != 2 {
+		t.Fatalf("refused %d: %+v", rep.RefusedCount, rep.Refused)
+	}
+	if !strings.Contains(rep.Refused[0].Err.Error(), "too long") || !strings.Contains(rep.Refused[1].Err.Error(), "already exists") {
+		t.Errorf("refusal reasons: %v / %v", rep.Refused[0].Err, rep.Refused[1].Err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "a", "keep.txt")); string(b) != "already there" {
+		t.Errorf("the existing file was changed: %q", b)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "a", "after.txt")); err != nil || string(b) != "after" {
+		t.Errorf("the entry after the refused ones: %q, %v", b, err)
+	}
+	if rep.Intact != 1 {
+		t.Errorf("intact %d, want 1", rep.Intact)
+	}
+}

@@ -33,6 +33,7 @@ func SalvageTo(ctx context.Context, path, destDir string) (*SalvageReport, error
 	x := &extractor{root: root, dest: destDir, cacheFd: -1}
 	defer x.close()
 	var refused []SalvagedEntry
+	var refusedCount int64
 	rep, err := Salvage(ctx, path, func(e *SalvagedEntry, data io.Reader) error {
 		werr := x.write(e, data)
 		if werr == nil {
@@ -41,20 +42,24 @@ func SalvageTo(ctx context.Context, path, destDir string) (*SalvageReport, error
 		if errors.Is(werr, store.ErrCorrupt) {
 			return werr // the entry is damaged; Salvage records it
 		}
-		var re *refusedError
-		if errors.As(werr, &re) {
-			e2 := *e
-			e2.Err = werr
-			if len(refused) < store.MaxProblems {
-				refused = append(refused, e2)
-			}
-			return nil
+		if destinationUnusable(werr) {
+			return werr // every later entry would fail the same way
 		}
-		return werr
+		// Salvage is the last resort: an entry the destination will not
+		// take (a name too long, a character ntfs-3g's windows_names
+		// rejects, a name already there) is listed, and the walk goes on.
+		e2 := *e
+		e2.Err = werr
+		refusedCount++
+		if len(refused) < store.MaxProblems {
+			refused = append(refused, e2)
+		}
+		return nil
 	})
 	if rep != nil {
 		rep.Refused = append(rep.Refused, refused...)
-		rep.Intact -= int64(len(refused))
+		rep.RefusedCount += refusedCount
+		rep.Intact -= refusedCount
 	}
 	if err != nil {
 		return rep, err
@@ -244,17 +249,29 @@ func (x *extractor) write(e *SalvagedEntry, data io.Reader) error {
 	return x.times(pfd, name, e)
 }
 
-// clear removes a non-directory already at name (an earlier copy); a
-// directory there is a clash and refused.
+// clear checks that nothing is at name yet. Salvage never deletes or
+// replaces anything in the destination, as extract never overwrites: a
+// name already taken (or one that cannot be checked) is refused and
+// listed, and the existing file is left alone.
 func (x *extractor) clear(pfd int, name string) error {
 	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case errors.Is(err, unix.ENOENT):
 		return nil
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	case err != nil:
+		return &refusedError{fmt.Sprintf("cannot check whether %s already exists in %s (%v): not written", name, x.dest, err)}
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		return &refusedError{fmt.Sprintf("refusing to replace the folder %s with a file", name)}
 	}
-	return unix.Unlinkat(pfd, name, 0)
+	return &refusedError{fmt.Sprintf("%s already exists in %s: not overwritten (salvage into an empty folder)", name, x.dest)}
+}
+
+// destinationUnusable reports whether a write error means no later entry
+// can be written either (the destination is full or read-only), so
+// going on would only list every entry as failed.
+func destinationUnusable(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EROFS)
 }
 
 func (x *extractor) times(pfd int, name string, e *SalvagedEntry) error {

@@ -59,6 +59,7 @@ type salvageReport struct {
 	LostCount    int64           `json:"lost_count"`
 	LostBytes    int64           `json:"lost_bytes"`
 	Refused      []problemRecord `json:"refused"`
+	RefusedCount int64           `json:"refused_count"`
 	EndOfArchive bool            `json:"end_of_archive"`
 }
 
@@ -103,10 +104,11 @@ func runSalvage(ctx context.Context, o *salvageOptions, args []string) error {
 	for _, r := range res.Refused {
 		rep.Refused = append(rep.Refused, problemRecord{Path: r.Path, Error: errText(r.Err)})
 	}
+	rep.RefusedCount = res.RefusedCount
 	if err := o.printSalvage(rep); err != nil {
 		return err
 	}
-	bad := rep.DamagedCount + rep.LostCount + int64(len(rep.Refused))
+	bad := rep.DamagedCount + rep.LostCount + rep.RefusedCount
 	if bad > 0 || rep.LostBytes > 0 || !rep.EndOfArchive || !rep.IndexOK {
 		return fmt.Errorf("salvaged %d intact entries into %s; %d entries damaged, lost or refused (listed above): %w", rep.Intact, absDest, bad, exitcodes.ErrPartial)
 	}
@@ -151,7 +153,7 @@ func (o *salvageOptions) printSalvage(r *salvageReport) error {
 		what  string
 		n     int64
 		items []problemRecord
-	}{{"DAMAGED", r.DamagedCount, r.Damaged}, {"LOST", r.LostCount, r.Lost}, {"REFUSED", int64(len(r.Refused)), r.Refused}} {
+	}{{"DAMAGED", r.DamagedCount, r.Damaged}, {"LOST", r.LostCount, r.Lost}, {"REFUSED", r.RefusedCount, r.Refused}} {
 		if l.n == 0 {
 			continue
 		}

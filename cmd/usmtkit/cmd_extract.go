@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -23,6 +24,8 @@ type extractOptions struct {
 	User         string
 	Drive        string
 	DryRun       bool
+	MapUser      []string // OLD=NEW
+	MapDrive     []string // FROM=TO
 	Layout       string
 	Names        string
 	Overwrite    bool
@@ -93,6 +96,8 @@ Examples:
 			&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "leave out what matches `PATTERN` unless an --include matches (repeatable)"},
 			&cli.StringFlag{Name: "user", Usage: "only this profile folder `NAME` (Users\\NAME, Documents and Settings\\NAME)"},
 			&cli.StringFlag{Name: "drive", Usage: "only this drive `LETTER` (C, D, ...)"},
+			&cli.StringSliceFlag{Name: "map-user", Usage: "put profile `OLD=NEW`'s files in Users\\NEW (Users\\OLD and Documents and Settings\\OLD; repeatable; like LoadState /mu)"},
+			&cli.StringSliceFlag{Name: "map-drive", Usage: "put drive `FROM=TO`'s files on drive TO (D=C; repeatable; like LoadState /md)"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print what would be extracted and why; write nothing"},
 			&cli.StringFlag{Name: "layout", Value: "windows", Usage: "windows (DEST/C/Users/...) or store (DEST/USMT/File/C$/..., a store again)"},
 			&cli.StringFlag{Name: "names", Value: "auto", Usage: "windows (escape names Windows cannot hold), posix (as stored) or auto (by DEST's file system)"},
@@ -108,6 +113,7 @@ Examples:
 			o := &extractOptions{globalOptions: *globalsOf(c),
 				Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
 				User: c.String("user"), Drive: c.String("drive"), DryRun: c.Bool("dry-run"),
+				MapUser: c.StringSlice("map-user"), MapDrive: c.StringSlice("map-drive"),
 				Layout: c.String("layout"), Names: c.String("names"), Overwrite: c.Bool("overwrite"),
 				SkipExisting: c.Bool("skip-existing"), Hardlinks: c.String("hardlinks"), Continue: c.Bool("continue"),
 				JSON: c.Bool("json"), Plain: c.Bool("plain"), StoreID: c.String("store-id")}
@@ -168,6 +174,23 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 	if o.Hardlinks != "" && o.Hardlinks != "keep" && o.Hardlinks != "copy" {
 		return exitcodes.Usagef(fmt.Sprintf("--hardlinks takes keep or copy (got %q)", o.Hardlinks))
 	}
+	// The mappings are checked before the store is opened.
+	var userMaps []extract.UserMap
+	var driveMaps []extract.DriveMap
+	for _, m := range o.MapUser {
+		um, err := extract.ParseUserMap(m)
+		if err != nil {
+			return exitcodes.Usagef(err.Error())
+		}
+		userMaps = append(userMaps, um)
+	}
+	for _, m := range o.MapDrive {
+		dm, err := extract.ParseDriveMap(m)
+		if err != nil {
+			return exitcodes.Usagef(err.Error())
+		}
+		driveMaps = append(driveMaps, dm)
+	}
 	paths, dest := args[:len(args)-1], args[len(args)-1]
 	s, err := openExtractSource(&o.globalOptions, paths, o.Plain, o.StoreID)
 	if err != nil {
@@ -181,23 +204,32 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 	eo := extract.Options{
 		Dest: dest, Layout: o.Layout, Names: o.Names, Include: o.Include, Exclude: o.Exclude,
 		User: o.User, Drive: o.Drive, DryRun: o.DryRun, Overwrite: o.Overwrite, SkipExisting: o.SkipExisting,
-		HardlinkCopy: o.Hardlinks == "copy", Continue: o.Continue,
+		HardlinkCopy: o.Hardlinks == "copy", Continue: o.Continue, MapUsers: userMaps, MapDrives: driveMaps,
 	}
 	var werr error
 	if o.DryRun {
-		eo.Decision = func(a extract.Action, path, reason string) {
+		mapping := len(eo.MapUsers)+len(eo.MapDrives) > 0
+		eo.Decision = func(a extract.Action, path, to, reason string) {
 			if werr != nil {
 				return
 			}
 			if o.JSON {
-				b, _ := json.Marshal(map[string]string{"type": "decision", "action": a.String(), "path": path, "reason": reason})
+				d := map[string]string{"type": "decision", "action": a.String(), "path": path, "reason": reason}
+				if to != "" {
+					d["dest"] = filepath.Join(dest, filepath.FromSlash(to))
+				}
+				b, _ := json.Marshal(d)
 				_, werr = fmt.Fprintln(o.Stdout, string(b))
 				return
+			}
+			if mapping && to != "" {
+				// With a mapping, where each file goes is the point of the dry run.
+				path += " -> " + filepath.Join(dest, filepath.FromSlash(to))
 			}
 			_, werr = fmt.Fprintf(o.Stdout, "%-7s  %s  (%s)\n", a, path, reason)
 		}
 	} else if o.Verbose {
-		eo.Decision = func(a extract.Action, path, reason string) {
+		eo.Decision = func(a extract.Action, path, _, reason string) {
 			if a != extract.Include {
 				fmt.Fprintf(o.Stderr, "%-7s  %s  (%s)\n", a, path, reason)
 			}
@@ -299,6 +331,9 @@ func printExtractSummary(o *extractOptions, r *extract.Result) error {
 		verb = "would extract"
 	}
 	_, err := fmt.Fprintf(w, "%s %d files (%s) to %s (layout %s, names %s)\n", verb, r.Files, progress.Bytes(r.Bytes), r.Dest, r.Layout, r.Names)
+	if err == nil && r.Mapping != "" {
+		_, err = fmt.Fprintf(w, "  mapped: %s\n", r.Mapping)
+	}
 	if err != nil {
 		return err
 	}

@@ -437,3 +437,75 @@ func TestExtractHostileFixture(t *testing.T) {
 	}
 	extSame(t, "hostile", got, want)
 }
+
+// TestExtractMapUserDrive: --map-user and --map-drive send D:\Documents and
+// Settings\olduser to C:\Users\newuser and D:\Data to C:\Data, onto a real
+// ntfs-3g volume laid out like a fresh install (Users\newuser exists); the
+// dry run shows source -> destination; a file already at a mapped
+// destination is a conflict like any other, never overwritten.
+func TestExtractMapUserDrive(t *testing.T) {
+	sp := fixtures.USMT4(t, t.TempDir())
+	v := fixtures.NewNTFSVolume(t, 64)
+	dest := v.Mount
+	if err := os.MkdirAll(filepath.Join(dest, "C", "Users", "newuser", "Desktop"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"extract", sp, dest, "--map-user", `olduser=CORP\newuser`, "--map-drive", "D=C"}
+
+	code, out, errs := runCLI(t, append(args, "--dry-run")...)
+	if code != 0 {
+		t.Fatalf("dry run: exit %d\n%s", code, errs)
+	}
+	for _, want := range []string{
+		`D:\Documents and Settings\olduser\My Documents\old.doc -> ` + filepath.Join(dest, "C/Users/newuser/My Documents/old.doc"),
+		`D:\Data\shared.xlsx -> ` + filepath.Join(dest, "C/Data/shared.xlsx"),
+		`C:\Users\jdoe\Desktop\notes.txt -> ` + filepath.Join(dest, "C/Users/jdoe/Desktop/notes.txt"),
+		`mapped: profile olduser -> Users\newuser, drive D: -> C:`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dest, "C", "Data")); err == nil {
+		t.Fatal("the dry run wrote")
+	}
+
+	code, out, errs = runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	for src, dst := range map[string]string{
+		"USMT/File/D$/Documents and Settings/olduser/My Documents/old.doc": "C/Users/newuser/My Documents/old.doc",
+		"USMT/File/D$/Data/shared.xlsx":                                    "C/Data/shared.xlsx",
+	} {
+		want, err := os.ReadFile(filepath.Join(sp, src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(dest, dst))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%s -> %s: %v", src, dst, err)
+		}
+		si, _ := os.Stat(filepath.Join(sp, src))
+		// NTFS keeps times in 100 ns units.
+		if di, err := os.Stat(filepath.Join(dest, dst)); err != nil || di.ModTime().UnixNano()/100 != si.ModTime().UnixNano()/100 {
+			t.Errorf("%s: modification time not kept: %v, source %v", dst, di.ModTime(), si.ModTime())
+		}
+	}
+	for _, gone := range []string{"D", "C/Documents and Settings", "C/Users/olduser"} {
+		if _, err := os.Stat(filepath.Join(dest, gone)); err == nil {
+			t.Errorf("%s exists: the mapping was not applied", gone)
+		}
+	}
+	// The mapped destination is now taken: a second run is a conflict.
+	code, _, errs = runCLI(t, args...)
+	if code != exitcodes.Failure || !strings.Contains(errs, "already exists") {
+		t.Errorf("second run: exit %d\n%s", code, errs)
+	}
+	// Bad values are usage errors, before anything is opened.
+	for _, bad := range [][]string{{"--map-user", "olduser"}, {"--map-drive", "DD=C"}, {"--map-drive", "D=C", "--map-drive", "D=E"}} {
+		if code, _, _ := runCLI(t, append([]string{"extract", sp, t.TempDir()}, bad...)...); code != exitcodes.Usage {
+			t.Errorf("%v: exit %d, want %d", bad, code, exitcodes.Usage)
+		}
+	}
+}

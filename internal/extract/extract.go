@@ -37,6 +37,11 @@ type Options struct {
 	User    string
 	Drive   string
 
+	// MapUsers and MapDrives send files to a new profile folder or drive
+	// in the windows layout (mapping.go; LoadState's /mu and /md).
+	MapUsers  []UserMap
+	MapDrives []DriveMap
+
 	DryRun       bool // decide and report, write nothing
 	Overwrite    bool // replace existing files
 	SkipExisting bool // keep an existing file of the same size and last write time
@@ -46,7 +51,9 @@ type Options struct {
 	// Decision is called for every file (and every folder whose whole
 	// subtree is left out) with what happens to it and why. path is the
 	// Windows path (or the store path when there is none); folders end in `\`.
-	Decision func(a Action, path, reason string)
+	// dest is where an included file goes: its slash path below DEST
+	// before any name escaping ("" when it is not written).
+	Decision func(a Action, path, dest, reason string)
 	// Notice is called for per-file events worth telling the user:
 	// kind is "escaped", "collision", "damaged", "failed", "conflict",
 	// "refused" or "skipped".
@@ -77,6 +84,8 @@ type Result struct {
 	Names  string `json:"names"` // "windows" or "posix": the rule applied
 	Target string `json:"target_fs,omitempty"`
 	DryRun bool   `json:"dry_run"`
+	// Mapping describes --map-user/--map-drive ("" when none).
+	Mapping string `json:"mapping,omitempty"`
 
 	Files           int64 `json:"extracted"` // files written (or that would be, in a dry run), hard links included
 	Bytes           int64 `json:"bytes"`
@@ -150,6 +159,12 @@ func Run(ctx context.Context, s store.Store, o Options) (*Result, error) {
 	if o.Dest == "" {
 		return nil, usagef("extract needs a DEST folder")
 	}
+	if len(o.MapUsers)+len(o.MapDrives) > 0 && o.Layout != LayoutWindows {
+		return nil, usagef("--map-user and --map-drive apply to the windows layout only")
+	}
+	if err := checkMappings(o.MapUsers, o.MapDrives); err != nil {
+		return nil, err
+	}
 	sel, err := NewSelector(o.Include, o.Exclude, o.User, o.Drive)
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -162,7 +177,7 @@ func Run(ctx context.Context, s store.Store, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Dest: dest, Layout: o.Layout, Names: "posix", DryRun: o.DryRun}
+	res := &Result{Dest: dest, Layout: o.Layout, Names: "posix", DryRun: o.DryRun, Mapping: mappingNote(o.MapUsers, o.MapDrives)}
 	progress := o.Progress
 	if progress == nil {
 		progress = func(int64, int64) {}
@@ -319,6 +334,7 @@ func (r *run) comps(e *store.Entry) (comps []string, off int, ok bool) {
 	if len(sp) >= 3 && (strings.EqualFold(sp[0], "USMT") || strings.EqualFold(sp[0], "USMT3")) &&
 		strings.EqualFold(sp[1], "File") && len(sp[2]) == 2 && sp[2][1] == '$' && isLetter(sp[2][0]) {
 		c := append([]string{strings.ToUpper(sp[2][:1])}, sp[3:]...)
+		mapComps(c, r.o.MapUsers, r.o.MapDrives)
 		return c, 2, true
 	}
 	if e.WinPath != "" && store.DriveOf(e.WinPath) == "" && !e.Control {
@@ -385,14 +401,18 @@ func (r *run) visit(e *store.Entry, werr error) error {
 			r.decision(d, e)
 			return store.SkipDir
 		}
-		if d.Action == Include && mapped && r.w != nil {
+		if d.Action == Include && mapped && r.w != nil && !mappedAway(comps, r.o.MapUsers) {
 			if _, err := r.enterFor(comps, off, len(comps)); err != nil {
 				return r.problem(err, e)
 			}
 		}
 		return nil
 	}
-	r.decision(d, e)
+	if d.Action == Include && mapped {
+		r.decisionTo(d, e, strings.Join(comps, "/"))
+	} else {
+		r.decision(d, e)
+	}
 	if d.Action != Include {
 		if special {
 			r.res.Special++
@@ -453,9 +473,11 @@ func (r *run) enterFor(comps []string, off, n int) (*wdir, error) {
 	return r.w.enter(comps[:n], metas, wins)
 }
 
-func (r *run) decision(d Decision, e *store.Entry) {
+func (r *run) decision(d Decision, e *store.Entry) { r.decisionTo(d, e, "") }
+
+func (r *run) decisionTo(d Decision, e *store.Entry, dest string) {
 	if r.o.Decision != nil {
-		r.o.Decision(d.Action, displayPath(e), d.Reason)
+		r.o.Decision(d.Action, displayPath(e), dest, d.Reason)
 	}
 }
 

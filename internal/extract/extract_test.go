@@ -403,7 +403,7 @@ func TestExtractDryRunWritesNothing(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "out")
 	var lines bytes.Buffer
 	res, err := Run(context.Background(), s, Options{Dest: dest, DryRun: true, Include: []string{"*.mp3"},
-		Decision: func(a Action, p, r string) { lines.WriteString(a.String() + " " + p + " (" + r + ")\n") }})
+		Decision: func(a Action, p, _, r string) { lines.WriteString(a.String() + " " + p + " (" + r + ")\n") }})
 	if err != nil {
 		t.Fatal(err)
 	}

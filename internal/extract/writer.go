@@ -419,11 +419,17 @@ func validName(n string) error {
 
 // outName chooses the name written for a store name in folder d, records
 // it, and reports escapes and collisions.
-func (w *writer) outName(d *wdir, orig, winPath string) (string, error) {
+func (w *writer) outName(d *wdir, orig, winPath string, folder bool) (string, error) {
 	if err := validName(orig); err != nil {
 		return "", problem("refused", "%s: %v: not extracted", winPath, err)
 	}
 	name := orig
+	if prev, ok := d.taken[foldKey(orig)]; folder && ok && prev == orig {
+		// The same folder name again: a restore mapping (--map-user,
+		// --map-drive) merges two store folders into one DEST folder.
+		// Files never merge: a second file of the same name is a conflict.
+		return orig, nil
+	}
 	if w.tgt.WindowsNames {
 		if d.taken == nil {
 			d.taken = map[string]string{}
@@ -490,7 +496,7 @@ func (w *writer) enter(comps []string, metas []*store.Entry, winPaths []string) 
 	}
 	for i := keep - 1; i < len(comps); i++ {
 		parent := w.stack[len(w.stack)-1]
-		name, err := w.outName(parent, comps[i], winPaths[i])
+		name, err := w.outName(parent, comps[i], winPaths[i], true)
 		if err != nil {
 			return nil, err
 		}
@@ -758,7 +764,7 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 	if err := w.poll(); err != nil {
 		return err
 	}
-	name, err := w.outName(d, orig, winPath)
+	name, err := w.outName(d, orig, winPath, false)
 	if err != nil {
 		return err
 	}

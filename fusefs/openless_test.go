@@ -81,6 +81,13 @@ func TestMountArchiveNoOpen(t *testing.T) {
 			t.Errorf("open %s with flags %#x: %v, want EROFS", vps[0], fl, err)
 		}
 	}
+	// Without OPEN a read-only open with O_APPEND succeeds (nothing can
+	// be written through it); docs/mount.md says so.
+	if h, err := os.OpenFile(p, os.O_RDONLY|os.O_APPEND, 0); err != nil {
+		t.Errorf("read-only O_APPEND open on an archive mount: %v, want success", err)
+	} else {
+		h.Close()
+	}
 	// A read-only open still works and reads, also through a second
 	// descriptor at the same time.
 	h1, err := os.Open(p)
@@ -126,6 +133,16 @@ func TestMountDirKeepsOpen(t *testing.T) {
 	}
 	if f.handles.Load() == 0 {
 		t.Errorf("no OPEN reached the server")
+	}
+	// With OPEN on, the server refuses a read-only open with O_APPEND
+	// (EROFS); without it (archives) the same open succeeds: both as
+	// docs/mount.md says.
+	h, err := os.OpenFile(filepath.Join(mnt, vps[0]), os.O_RDONLY|os.O_APPEND, 0)
+	if err == nil {
+		h.Close()
+	}
+	if !errors.Is(err, syscall.EROFS) {
+		t.Errorf("read-only O_APPEND open on a folder mount: %v, want EROFS", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -242,5 +243,40 @@ func readHash(ctx context.Context, s store.Store, e *store.Entry, buf []byte, re
 		return 0, &store.PathError{Op: "reading", Path: e.StorePath,
 			Err: fmt.Errorf("the file grew past the %d bytes listed: %w", e.Size, store.ErrChanged)}
 	}
+	if err := unchangedSince(s, e); err != nil {
+		return 0, err
+	}
 	return h.Sum64(), nil
+}
+
+// unchangedSince looks at the file again after it was read: a write that
+// kept the size (an overwrite in place) shows only in the modification or
+// change time, a replaced file in the inode. Without this check a
+// manifest would pair the listed modification time with the new
+// content's hash. Times and the inode are compared only where the store
+// gives them (an archive's never change).
+func unchangedSince(s store.Store, e *store.Entry) error {
+	st, err := s.Stat(e.StorePath)
+	if err != nil {
+		return &store.PathError{Op: "reading", Path: e.StorePath,
+			Err: fmt.Errorf("it could not be looked at again after reading (%v): %w", err, store.ErrChanged)}
+	}
+	var what []string
+	if st.Size != e.Size {
+		what = append(what, fmt.Sprintf("size %d -> %d", e.Size, st.Size))
+	}
+	if st.MtimeNs != e.MtimeNs {
+		what = append(what, "modification time")
+	}
+	if st.CtimeNs != e.CtimeNs {
+		what = append(what, "change time")
+	}
+	if st.Ino != e.Ino || st.Dev != e.Dev {
+		what = append(what, "inode (the file was replaced)")
+	}
+	if len(what) == 0 {
+		return nil
+	}
+	return &store.PathError{Op: "reading", Path: e.StorePath,
+		Err: fmt.Errorf("it changed while it was read (%s): %w", strings.Join(what, ", "), store.ErrChanged)}
 }

@@ -413,3 +413,87 @@ func TestReadHashDetectsShortAndLong(t *testing.T) {
 		t.Errorf("long: %v", err)
 	}
 }
+
+// overwritingStore overwrites one real file of the store in place, with
+// new bytes of the same size, while the hash walk is reading it: the
+// writer races the reader at a fixed point, between its first and second
+// block.
+type overwritingStore struct {
+	store.Store
+	dir, target string
+	done        atomic.Bool
+}
+
+func (o *overwritingStore) Open(e *store.Entry) (store.File, error) {
+	f, err := o.Store.Open(e)
+	if err != nil || e.StorePath != o.target {
+		return f, err
+	}
+	return &overwritingFile{File: f, o: o}, nil
+}
+
+type overwritingFile struct {
+	store.File
+	o *overwritingStore
+}
+
+func (f *overwritingFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := f.File.ReadAt(p, off)
+	if off == 0 && f.o.done.CompareAndSwap(false, true) {
+		path := filepath.Join(f.o.dir, filepath.FromSlash(f.o.target))
+		w, werr := os.OpenFile(path, os.O_WRONLY, 0)
+		if werr == nil {
+			_, werr = w.WriteAt(bytes.Repeat([]byte{'X'}, len(p)), 0)
+			w.Close()
+		}
+		if werr != nil {
+			panic(werr)
+		}
+	}
+	return n, err
+}
+
+// TestHashWalkCatchesOverwrite: a same-size overwrite made while a file is
+// read is reported as changed (store.ErrChanged), not hashed as if it
+// were the file the walk listed.
+func TestHashWalkCatchesOverwrite(t *testing.T) {
+	dir := t.TempDir()
+	target := "big.bin"
+	if err := os.WriteFile(filepath.Join(dir, target), bytes.Repeat([]byte("abcdefgh"), 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other.txt"), []byte("unchanged"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := store.DetectPlain(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0, err := store.OpenDetected([]*store.Detection{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s0.Close()
+	s := &overwritingStore{Store: s0, dir: dir, target: target}
+	var changed, ok []string
+	err = HashWalk(context.Background(), s, HashOptions{Threads: 1, Hash: true}, func(it *Item) error {
+		switch {
+		case errors.Is(it.ReadErr, store.ErrChanged):
+			changed = append(changed, it.Entry.StorePath)
+		case it.ReadErr != nil:
+			t.Errorf("%s: %v", it.Entry.StorePath, it.ReadErr)
+		case it.Hashed:
+			ok = append(ok, it.Entry.StorePath)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.done.Load() {
+		t.Fatal("the racing write never happened")
+	}
+	if strings.Join(changed, ",") != target || strings.Join(ok, ",") != "other.txt" {
+		t.Errorf("changed %v, hashed %v; want %s changed and other.txt hashed", changed, ok, target)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -506,6 +507,59 @@ func TestExtractMapUserDrive(t *testing.T) {
 	for _, bad := range [][]string{{"--map-user", "olduser"}, {"--map-drive", "DD=C"}, {"--map-drive", "D=C", "--map-drive", "D=E"}} {
 		if code, _, _ := runCLI(t, append([]string{"extract", sp, t.TempDir()}, bad...)...); code != exitcodes.Usage {
 			t.Errorf("%v: exit %d, want %d", bad, code, exitcodes.Usage)
+		}
+	}
+}
+
+// TestExtractKeepsSparse: a sparse file (64 MiB, 8 KiB of data) stays
+// sparse when extracted from a folder and from an archive (which stores
+// its holes as zeros), and reads back byte for byte.
+func TestExtractKeepsSparse(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "tree")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	sparse := filepath.Join(src, "disk.vhd")
+	f, err := os.Create(sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(strings.Repeat("data", 2048))
+	if _, err := f.WriteAt(data, 40<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Stat(sparse, &st); err != nil || st.Blocks*512 >= size/2 {
+		t.Skipf("the test folder's file system does not keep %s sparse", sparse)
+	}
+	archive := filepath.Join(t.TempDir(), "tree.tar.zst")
+	if code, _, errs := runCLI(t, "compress", "--plain", src, "-o", archive); code != 0 {
+		t.Fatalf("compress: exit %d %s", code, errs)
+	}
+	want, _ := os.ReadFile(sparse)
+	for name, from := range map[string]string{"folder": src, "archive": archive} {
+		dest := filepath.Join(t.TempDir(), "out")
+		if code, _, errs := runCLI(t, "extract", "--plain", from, dest); code != 0 {
+			t.Fatalf("%s: exit %d %s", name, code, errs)
+		}
+		var got string
+		filepath.WalkDir(dest, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Name() == "disk.vhd" {
+				got = p
+			}
+			return nil
+		})
+		b, err := os.ReadFile(got)
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: content differs (%v)", name, err)
+		}
+		if err := syscall.Stat(got, &st); err != nil || st.Blocks*512 > 4<<20 {
+			t.Errorf("%s: %d bytes allocated for a file of %d bytes with 8 KiB of data", name, st.Blocks*512, size)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package extract
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -924,7 +925,7 @@ func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, erro
 			kicked = off
 		}
 	}
-	if ff, ok := src.(fdFile); ok && size > 0 {
+	if ff, ok := src.(fdFile); ok && size > 0 && !hasHoles(int(ff.Fd()), size) {
 		sfd := int(ff.Fd())
 		for off < size {
 			if err := w.ctx.Err(); err != nil {
@@ -971,12 +972,24 @@ func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, erro
 		defer ra.stop()
 		next = ra.next
 	}
+	holes := false // a block of zeros was skipped, not written
 	for off < size {
 		if err := w.ctx.Err(); err != nil {
 			return off, err
 		}
 		want := int(min(readBuf, size-off))
 		b, err := next(want)
+		if len(b) == want && allZero(b) {
+			// Left as a hole: a sparse file stays sparse (an archive
+			// stores holes as zeros), and the file is cut to its size
+			// at the end.
+			if _, serr := out.Seek(int64(len(b)), io.SeekCurrent); serr != nil {
+				return off, fmt.Errorf("writing to the target: %w", serr)
+			}
+			holes = true
+			wrote(len(b))
+			continue
+		}
 		if len(b) > 0 {
 			if _, werr := out.Write(b); werr != nil {
 				if isFatalWriteErr(werr) {
@@ -994,10 +1007,42 @@ func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, erro
 			return off, err
 		}
 	}
+	if holes {
+		if err := out.Truncate(off); err != nil {
+			if isFatalWriteErr(err) {
+				return off, &fatalError{err}
+			}
+			return off, problem("failed", "writing to the target failed: %v", err)
+		}
+	}
 	if size >= writebackMin {
 		w.kick(dfd, kicked, off-kicked)
 	}
 	return off, nil
+}
+
+// hasHoles reports whether the source file fd of size bytes has a hole
+// (SEEK_HOLE before its end). copy_file_range between two file systems
+// writes holes out as zeros, so such a file is copied through memory,
+// where blocks of zeros are skipped.
+func hasHoles(fd int, size int64) bool {
+	h, err := unix.Seek(fd, 0, unix.SEEK_HOLE)
+	return err == nil && h < size
+}
+
+// zeroBlock is compared against, a piece at a time.
+var zeroBlock [64 << 10]byte
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroBlock))
+		if !bytes.Equal(b[:n], zeroBlock[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 // readAheader reads a file's pieces in order on its own goroutine.

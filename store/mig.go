@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"unicode/utf16"
@@ -43,7 +45,23 @@ type MIGInfo struct {
 	Truncated     bool     `json:"truncated"`    // a record runs past the end of the file
 	ChainBroken   bool     `json:"chain_broken"` // the walk met bytes that are not a record before the end
 	WalkCapped    bool     `json:"walk_capped"`  // stopped after migMaxRecords
-	Encrypted     bool     `json:"encrypted"`
+	// TailBytes is what follows the last record: 8 in the files PhotoRec
+	// describes (it ends a MIG 8 bytes after the last record), 0 in
+	// others; both are healthy. Any other remainder is TrailingGarbage.
+	TailBytes       int64 `json:"tail_bytes"`
+	TrailingGarbage bool  `json:"trailing_garbage"`
+	Encrypted       bool  `json:"encrypted"`
+	// EncryptionEvidence says what the encryption verdict rests on: the
+	// first record's payload parsed and inflated as a zlib stream
+	// (unencrypted) or did not (encrypted, or damaged: the two cannot be
+	// told apart without the key).
+	EncryptionEvidence string `json:"encryption_evidence"`
+}
+
+// Damaged reports whether the walk found damage: a record past the end,
+// a broken chain, or bytes after the chain that are not the 8-byte tail.
+func (m *MIGInfo) Damaged() bool {
+	return m.Truncated || m.ChainBroken || m.TrailingGarbage || m.FirstRecord < 0
 }
 
 // IsMIGSignature reports whether head starts with the USMT.MIG signature.
@@ -79,16 +97,14 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 	info.FormatVersion = binary.LittleEndian.Uint32(hdr[4:8])
 
 	first := int64(-1)
-	for _, off := range []int64{0x18, 0x34} {
+	for _, off := range []int64{0x18, 0x20, 0x34} {
 		if n, _ := r.ReadAt(hdr[:4], off); n == 4 && bytes.Equal(hdr[:4], mrtsTag) {
 			first = off
 			break
 		}
 	}
 	if first < 0 {
-		// Not where an unencrypted store has it: look further in. A first
-		// record further in (or none) is what encrypted stores look like.
-		info.Encrypted = true
+		// Not at an offset either public source names: look further in.
 		scan := make([]byte, min(size, migScanForFirst))
 		n, _ := r.ReadAt(scan, 0)
 		if i := bytes.Index(scan[:n], mrtsTag); i >= 0 {
@@ -98,10 +114,16 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 	info.FirstRecord = first
 	if first < 0 {
 		info.ChainEnd = 8
+		info.Encrypted = true
+		info.EncryptionEvidence = "no MRTS record found in the first 64 KiB: nothing to judge by (encrypted or not a store written as the public sources describe)"
 		return info, nil
 	}
 	off := first
 	for off < size {
+		if rest := size - off; rest == migTail {
+			info.TailBytes = rest // PhotoRec's 8 bytes after the last record
+			break
+		}
 		if info.Records >= migMaxRecords {
 			info.WalkCapped = true
 			break
@@ -123,7 +145,12 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 			info.Records++
 			break
 		}
-		if len(info.FirstNames) < migFirstNames && !info.Encrypted {
+		if info.Records == 0 {
+			info.Encrypted, info.EncryptionEvidence = judgePayload(r, off+24+nameLen, next)
+		}
+		if len(info.FirstNames) < migFirstNames {
+			// Names are read in both kinds: file(1) prints the first
+			// record's name for "with password" files too.
 			nb := make([]byte, min(nameLen, migNameCap))
 			if m, _ := r.ReadAt(nb, off+24); m == len(nb) {
 				info.FirstNames = append(info.FirstNames, decodeUTF16LE(nb))
@@ -137,7 +164,51 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 		off = next
 	}
 	info.ChainEnd = off
+	if !info.Truncated && !info.ChainBroken && !info.WalkCapped && off < size && info.TailBytes == 0 {
+		info.TrailingGarbage = true
+	}
 	return info, nil
+}
+
+// migTail is what PhotoRec (file_mig.c) takes to follow the last record.
+const migTail = 8
+
+// migZlibOffset is where file(1) (Magdir/windows) finds the zlib stream
+// of an unencrypted file: 8 bytes after the first record's name.
+const migZlibOffset = 8
+
+// migJudgeInflate bounds what the verdict inflates: enough to know a
+// stream is real, little enough for a zlib bomb not to matter.
+const migJudgeInflate = 64 << 10
+
+// judgePayload decides, from the bytes, whether the record payload that
+// starts at nameEnd (the record ends at recEnd) is plain: it must hold a
+// zlib stream 8 bytes in (file(1)'s offset) whose header checks and whose
+// first bytes inflate. Anything else is taken as encrypted — damage would
+// look the same, which the evidence string says.
+func judgePayload(r io.ReaderAt, nameEnd, recEnd int64) (encrypted bool, evidence string) {
+	start := nameEnd + migZlibOffset
+	if recEnd-start < 2 {
+		return true, "the first record's payload is too short to hold a zlib stream: taken as encrypted (or damaged)"
+	}
+	var h [2]byte
+	if n, _ := r.ReadAt(h[:], start); n < 2 {
+		return true, "the first record's payload could not be read: taken as encrypted (or damaged)"
+	}
+	if h[0]&0x0f != 8 || h[0]>>4 > 7 || (uint16(h[0])<<8|uint16(h[1]))%31 != 0 {
+		return true, fmt.Sprintf("no zlib header 8 bytes after the first record's name (bytes %02x %02x, where file(1) expects one in unencrypted stores): encrypted, or damaged", h[0], h[1])
+	}
+	zr, err := zlib.NewReader(io.NewSectionReader(r, start, recEnd-start))
+	if err == nil {
+		_, err = io.CopyN(io.Discard, zr, migJudgeInflate)
+		if errors.Is(err, io.EOF) {
+			err = nil // the whole stream inflated (and its Adler-32 held)
+		}
+	}
+	if err != nil {
+		return true, fmt.Sprintf("the first record's payload has a zlib header but does not inflate (%v): damaged, or encrypted data that happens to look like a header", err)
+	}
+	return false, "the first record's payload is a zlib stream that inflates (file(1): unencrypted stores carry zlib data 8 bytes after the first name)"
 }
 
 func decodeUTF16LE(b []byte) string {

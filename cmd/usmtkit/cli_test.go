@@ -372,3 +372,34 @@ func TestPlainTarZstdIsNoStore(t *testing.T) {
 		t.Error("extract created its destination for a file it cannot read")
 	}
 }
+
+// TestInfoMIGDamageExits3: info on a damaged USMT.MIG (cut short, or with
+// bytes after its last record) reports the damage and exits 3; a healthy
+// one, with or without PhotoRec's 8-byte tail, exits 0. Names are listed
+// for encrypted files too.
+func TestInfoMIGDamageExits3(t *testing.T) {
+	dir := t.TempDir()
+	plain := fixtures.MIGFile(false, nil)
+	for _, c := range []struct {
+		name string
+		data []byte
+		code int
+		want string
+	}{
+		{"healthy", plain, 0, "records:"},
+		{"tail", append(append([]byte{}, plain...), make([]byte, 8)...), 0, "tail:"},
+		{"truncated", fixtures.TruncatedMIG(false, nil), exitcodes.Partial, "damage:      the file is truncated"},
+		{"garbage", append(append([]byte{}, plain...), bytes.Repeat([]byte{1}, 100)...), exitcodes.Partial, "damage:"},
+		{"encrypted", fixtures.MIGFile(true, nil), 0, `record:    File\C:\Users\jdoe\Documents\a.docx`},
+	} {
+		p := filepath.Join(dir, c.name, "USMT.MIG")
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errs := runCLI(t, "info", p)
+		if code != c.code || !strings.Contains(out, c.want) || !strings.Contains(out, "evidence:") {
+			t.Errorf("%s: exit %d (want %d), output lacks %q or the evidence:\n%s%s", c.name, code, c.code, c.want, out, errs)
+		}
+	}
+}

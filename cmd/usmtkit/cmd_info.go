@@ -100,7 +100,14 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 		}
 		rep.StoreType, rep.Roots, rep.MIG, rep.Encrypted = "compressed", []string{d.Root}, d.MIG, d.MIG.Encrypted
 		rep.Notes = append(rep.Notes, "usmtkit cannot read USMT.MIG contents (the format is not documented): on Windows run usmtutils /extract, or restore with loadstate")
-		return o.printInfo(rep)
+		if err := o.printInfo(rep); err != nil {
+			return err
+		}
+		if d.MIG.Damaged() {
+			// A damage report never exits 0.
+			return fmt.Errorf("%s looks damaged (see above): copy it again from its source if you can, then run usmtutils /verify on Windows: %w", d.Root, exitcodes.ErrPartial)
+		}
+		return nil
 	case store.KindSMP:
 		if len(ds) > 1 {
 			return exitcodes.Usagef("give one state migration point share copy at a time")
@@ -206,11 +213,20 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 		for _, n := range g.FirstNames {
 			fmt.Fprintf(w, "  record:    %s\n", n)
 		}
-		if g.Truncated {
+		fmt.Fprintf(w, "evidence:    %s\n", g.EncryptionEvidence)
+		switch {
+		case g.Truncated:
 			fmt.Fprintf(w, "damage:      the file is truncated: a record runs past its end at %#x\n", g.ChainEnd)
-		} else if g.ChainBroken {
-			fmt.Fprintf(w, "note:        the record chain stops at %#x before the end (unknown structure or damage)\n", g.ChainEnd)
+		case g.ChainBroken:
+			fmt.Fprintf(w, "damage:      the record chain breaks at %#x before the end of the file\n", g.ChainEnd)
+		case g.TrailingGarbage:
+			fmt.Fprintf(w, "damage:      %d bytes follow the last record at %#x (a healthy file ends there or 8 bytes later)\n", g.Size-g.ChainEnd, g.ChainEnd)
+		case g.FirstRecord < 0:
+			fmt.Fprintf(w, "damage:      no record chain could be walked\n")
+		case g.TailBytes > 0:
+			fmt.Fprintf(w, "tail:        %d bytes after the last record (as PhotoRec expects)\n", g.TailBytes)
 		}
+		fmt.Fprintf(w, "based on:    public descriptions only (file(1) Magdir/windows, PhotoRec file_mig.c): the signature and record chain are stated there; the encryption verdict is inferred from the bytes; the contents' layout is unknown (docs/stores.md)\n")
 		if g.Encrypted {
 			fmt.Fprintf(w, "next step:   get the key from the ConfigMgr console (User State Migration > recovery information) and run on Windows: usmtutils /extract FILE DEST /decrypt /key:KEY\n")
 		} else {

@@ -126,6 +126,14 @@ func open(f *os.File, path string, opts ReaderOptions) (*Archive, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("opening archive %s: not a regular file", path)
 	}
+	return OpenReaderAt(f, fi.Size(), path, f.Close, opts)
+}
+
+// OpenReaderAt opens an archive held anywhere a ReaderAt reaches (an
+// object in a bucket, package objstore): name is what messages call it,
+// closeFn (may be nil) runs on Close. On error closeFn is not called.
+func OpenReaderAt(f io.ReaderAt, size int64, path string, closeFn func() error, opts ReaderOptions) (*Archive, error) {
+	fi := sizeOnly(size)
 	maxTOC := opts.MaxTOCBytes
 	if maxTOC == 0 {
 		maxTOC = DefaultMaxTOCBytes
@@ -145,9 +153,13 @@ func open(f *os.File, path string, opts ReaderOptions) (*Archive, error) {
 		return nil, indexError(path, err)
 	}
 	a := newArchive(f, path, fi.Size(), ft, t, opts)
-	a.close = f.Close
+	a.close = closeFn
 	return a, nil
 }
+
+type sizeOnly int64
+
+func (s sizeOnly) Size() int64 { return int64(s) }
 
 func newArchive(r io.ReaderAt, path string, size int64, ft *footer, t *toc, opts ReaderOptions) *Archive {
 	a := &Archive{f: r, path: path, size: size, ft: ft, t: t, ahead: make(chan struct{}, maxAhead)}

@@ -235,6 +235,16 @@ func Salvage(ctx context.Context, path string, fn func(e *SalvagedEntry, data io
 	return rep, nil
 }
 
+// SalvageReaderAt is Salvage of an archive held anywhere a ReaderAt
+// reaches (an object in a bucket, package objstore).
+func SalvageReaderAt(ctx context.Context, r io.ReaderAt, size int64, name string, fn func(e *SalvagedEntry, data io.Reader) error) (*SalvageReport, error) {
+	rep, err := salvage(ctx, r, size, fn)
+	if err != nil {
+		return rep, fmt.Errorf("salvaging archive %s: %w", name, err)
+	}
+	return rep, nil
+}
+
 func salvage(ctx context.Context, r io.ReaderAt, size int64, fn func(e *SalvagedEntry, data io.Reader) error) (*SalvageReport, error) {
 	s := &salvager{ctx: ctx, w: newFrameWalker(r, size), rep: &SalvageReport{}}
 	if err := s.run(fn); err != nil {

@@ -23,6 +23,20 @@ import (
 // followed), files are written under a temporary name and renamed into
 // place only once complete, and directory times are restored last.
 func SalvageTo(ctx context.Context, path, destDir string) (*SalvageReport, error) {
+	return salvageTo(destDir, func(fn func(e *SalvagedEntry, data io.Reader) error) (*SalvageReport, error) {
+		return Salvage(ctx, path, fn)
+	})
+}
+
+// SalvageReaderAtTo is SalvageTo of an archive held anywhere a ReaderAt
+// reaches (an object in a bucket, package objstore).
+func SalvageReaderAtTo(ctx context.Context, r io.ReaderAt, size int64, name, destDir string) (*SalvageReport, error) {
+	return salvageTo(destDir, func(fn func(e *SalvagedEntry, data io.Reader) error) (*SalvageReport, error) {
+		return SalvageReaderAt(ctx, r, size, name, fn)
+	})
+}
+
+func salvageTo(destDir string, walk func(fn func(e *SalvagedEntry, data io.Reader) error) (*SalvageReport, error)) (*SalvageReport, error) {
 	if err := os.Mkdir(destDir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("creating the salvage folder %s: %w", destDir, err)
 	}
@@ -34,7 +48,7 @@ func SalvageTo(ctx context.Context, path, destDir string) (*SalvageReport, error
 	defer x.close()
 	var refused []SalvagedEntry
 	var refusedCount int64
-	rep, err := Salvage(ctx, path, func(e *SalvagedEntry, data io.Reader) error {
+	rep, err := walk(func(e *SalvagedEntry, data io.Reader) error {
 		werr := x.write(e, data)
 		if werr == nil {
 			return nil

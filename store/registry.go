@@ -37,3 +37,11 @@ func registeredFileKinds() []FileKind {
 	defer fileKindsMu.RUnlock()
 	return append([]FileKind(nil), fileKinds...)
 }
+
+// OpenerDetection is the Detection of a single-file store that is not a
+// local file (an archive in a bucket, opened by package objstore through
+// the command line): input is the name as given, open opens it.
+func OpenerDetection(kind Kind, input string, open func(name string) (Store, error)) *Detection {
+	return &Detection{Kind: kind, Level: LevelArchive, Input: input, Root: input,
+		fileKind: &FileKind{Kind: kind, Open: open}}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/usmtkit/usmtkit/objstore"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -70,7 +71,9 @@ func detectAll(args []string, plain bool) ([]*store.Detection, error) {
 	for _, a := range args {
 		var d *store.Detection
 		var err error
-		if plain {
+		if objstore.IsURL(a) {
+			d = objectDetection(a)
+		} else if plain {
 			d, err = store.DetectPlain(a)
 		} else {
 			d, err = store.Detect(a)

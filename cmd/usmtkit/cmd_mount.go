@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/usmtkit/usmtkit/objstore"
 	"io"
 	"log"
 	"os"
@@ -339,7 +340,11 @@ func openForMount(ds []*store.Detection, o *mountOptions, fopts fusefs.Options) 
 		if cache == 0 {
 			cache = -1 // no cache
 		}
-		s, err = compress.Open(d.Root, compress.ReaderOptions{CacheBytes: cache})
+		if objstore.IsURL(d.Root) {
+			s, err = openObjectArchive(d.Root, compress.ReaderOptions{CacheBytes: cache})
+		} else {
+			s, err = compress.Open(d.Root, compress.ReaderOptions{CacheBytes: cache})
+		}
 	} else {
 		s, err = openDetected(&o.globalOptions, ds)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/usmtkit/usmtkit/objstore"
 	"os"
 	"path/filepath"
 
@@ -68,6 +69,9 @@ func runSalvage(ctx context.Context, o *salvageOptions, args []string) error {
 		return exitcodes.Usagef("salvage needs ARCHIVE and DEST")
 	}
 	archive, dest := args[0], args[1]
+	if objstore.IsURL(archive) {
+		return runSalvageObject(ctx, o, archive, dest)
+	}
 	fi, err := os.Stat(archive)
 	if err != nil {
 		return fmt.Errorf("%w at %s: %v", errNoArchive, archive, err)
@@ -91,6 +95,35 @@ func runSalvage(ctx context.Context, o *salvageOptions, args []string) error {
 	if err != nil {
 		return err
 	}
+	return o.finishSalvage(rep, res)
+}
+
+// runSalvageObject salvages an archive in a bucket (s3://BUCKET/KEY).
+func runSalvageObject(ctx context.Context, o *salvageOptions, archive, dest string) error {
+	absDest, err := filepath.Abs(dest)
+	if err != nil {
+		return err
+	}
+	r, err := openObject(ctx, archive)
+	if err != nil {
+		return fmt.Errorf("salvaging archive %w", err)
+	}
+	defer r.Close()
+	rep := &salvageReport{Archive: archive, Dest: absDest, IndexOK: true}
+	if _, err := compress.OpenReaderAt(r, r.Size(), archive, nil, compress.ReaderOptions{}); err != nil {
+		rep.IndexOK, rep.IndexError = false, err.Error()
+	}
+	m := o.meter("salvaging")
+	res, err := compress.SalvageReaderAtTo(ctx, r, r.Size(), archive, absDest)
+	m.Done()
+	if err != nil {
+		return err
+	}
+	return o.finishSalvage(rep, res)
+}
+
+// finishSalvage prints the report and returns its outcome.
+func (o *salvageOptions) finishSalvage(rep *salvageReport, res *compress.SalvageReport) error {
 	rep.Intact, rep.DamagedCount, rep.LostCount, rep.EndOfArchive = res.Intact, res.DamagedCount, res.LostCount, res.EndOfArchive
 	for _, d := range res.Damaged {
 		rep.Damaged = append(rep.Damaged, problemRecord{Path: d.Path, Error: errText(d.Err)})
@@ -110,7 +143,7 @@ func runSalvage(ctx context.Context, o *salvageOptions, args []string) error {
 	}
 	bad := rep.DamagedCount + rep.LostCount + rep.RefusedCount
 	if bad > 0 || rep.LostBytes > 0 || !rep.EndOfArchive || !rep.IndexOK {
-		return fmt.Errorf("salvaged %d intact entries into %s; %d entries damaged, lost or refused (listed above): %w", rep.Intact, absDest, bad, exitcodes.ErrPartial)
+		return fmt.Errorf("salvaged %d intact entries into %s; %d entries damaged, lost or refused (listed above): %w", rep.Intact, rep.Dest, bad, exitcodes.ErrPartial)
 	}
 	return nil
 }

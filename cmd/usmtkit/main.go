@@ -71,10 +71,12 @@ folder, USMT\File, a drive folder like USMT\File\C$, or the file itself.
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress and no notes on stderr"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "more detail on stderr"},
+			&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible server for s3://BUCKET/KEY names (default $AWS_ENDPOINT_URL, else AWS)"},
 		},
 		Before: func(c *cli.Context) error {
 			g.Quiet = c.Bool("quiet")
 			g.Verbose = c.Bool("verbose")
+			objConfig.Endpoint = c.String("endpoint")
 			if f, ok := g.Stderr.(*os.File); ok && !g.Quiet && progress.IsTerminal(f) {
 				g.Progress = true
 			}

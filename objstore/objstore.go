@@ -1,0 +1,157 @@
+// Package objstore reaches archives in S3-compatible object storage
+// (docs/object-storage.md): s3://BUCKET/KEY names, credentials from the
+// standard AWS environment variables and shared files, and a Reader that
+// presents an object as an io.ReaderAt with a size, backed by ranged GETs,
+// a bounded block cache and bounded read-ahead for sequential readers.
+//
+// The client library is minio-go: one module with few dependencies, a
+// credential chain that reads the AWS variables and shared files, and
+// plain ranged GETs; the AWS SDK v2 would bring a dozen modules for the
+// same three calls. Only this package and cmd/usmtkit import it
+// (internal/archtest).
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Scheme is the prefix of an object's name on the command line.
+const Scheme = "s3://"
+
+// IsURL reports whether name names an object (s3://BUCKET/KEY).
+func IsURL(name string) bool { return strings.HasPrefix(name, Scheme) }
+
+// ErrNotFound wraps a missing bucket or key.
+var ErrNotFound = errors.New("not found")
+
+// ErrAccess wraps refused credentials.
+var ErrAccess = errors.New("access refused")
+
+// Location is a parsed s3://BUCKET/KEY.
+type Location struct {
+	Bucket, Key string
+}
+
+func (l Location) String() string { return Scheme + l.Bucket + "/" + l.Key }
+
+// ParseURL parses s3://BUCKET/KEY; KEY may end in / (a prefix).
+func ParseURL(name string) (Location, error) {
+	if !IsURL(name) {
+		return Location{}, fmt.Errorf("%q is not an s3://BUCKET/KEY name", name)
+	}
+	rest := strings.TrimPrefix(name, Scheme)
+	bucket, key, _ := strings.Cut(rest, "/")
+	if bucket == "" || key == "" {
+		return Location{}, fmt.Errorf("%q needs a bucket and a key: s3://BUCKET/KEY", name)
+	}
+	return Location{Bucket: bucket, Key: key}, nil
+}
+
+// Config says where the server is. Zero values come from the environment.
+type Config struct {
+	// Endpoint is the server's URL (http://host:port or https://host);
+	// empty means AWS_ENDPOINT_URL, then AWS S3 itself.
+	Endpoint string
+	// Region; empty means AWS_REGION, then AWS_DEFAULT_REGION.
+	Region string
+}
+
+// Client is a connection to one server.
+type Client struct {
+	mc *minio.Client
+}
+
+// NewClient makes a client. Credentials come, in order, from
+// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY(/AWS_SESSION_TOKEN), the shared
+// credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials,
+// profile AWS_PROFILE) and the instance metadata service. TLS
+// certificates are always verified for https endpoints.
+func NewClient(cfg Config) (*Client, error) {
+	ep := cfg.Endpoint
+	if ep == "" {
+		ep = os.Getenv("AWS_ENDPOINT_URL_S3")
+	}
+	if ep == "" {
+		ep = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	if ep == "" {
+		ep = "https://s3.amazonaws.com"
+	}
+	u, err := url.Parse(ep)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("the endpoint %q is not an http:// or https:// URL", ep)
+	}
+	region := cfg.Region
+	if region == "" {
+		region = os.Getenv("AWS_REGION")
+	}
+	if region == "" {
+		region = os.Getenv("AWS_DEFAULT_REGION")
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	creds := credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvAWS{},
+		&credentials.FileAWSCredentials{},
+		&credentials.IAM{Client: &http.Client{Transport: http.DefaultTransport}},
+	})
+	mc, err := minio.New(u.Host, &minio.Options{
+		Creds:        creds,
+		Secure:       u.Scheme == "https",
+		Region:       region,
+		BucketLookup: minio.BucketLookupPath,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", ep, err)
+	}
+	return &Client{mc: mc}, nil
+}
+
+// classify turns a server's answer into one clear error.
+func classify(loc Location, err error) error {
+	if err == nil {
+		return nil
+	}
+	resp := minio.ToErrorResponse(err)
+	switch resp.Code {
+	case "NoSuchBucket":
+		return fmt.Errorf("%s: the bucket %s does not exist: %w", loc, loc.Bucket, ErrNotFound)
+	case "NoSuchKey", "NotFound":
+		return fmt.Errorf("%s: no such object: %w", loc, ErrNotFound)
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
+		return fmt.Errorf("%s: the server refused the credentials (%s): %w", loc, resp.Code, ErrAccess)
+	}
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return fmt.Errorf("%s: no such bucket or object: %w", loc, ErrNotFound)
+	case http.StatusForbidden:
+		return fmt.Errorf("%s: the server refused the credentials: %w", loc, ErrAccess)
+	}
+	return fmt.Errorf("%s: %w", loc, err)
+}
+
+// Stat returns the object's size.
+func (c *Client) Stat(ctx context.Context, loc Location) (int64, error) {
+	oi, err := c.mc.StatObject(ctx, loc.Bucket, loc.Key, minio.StatObjectOptions{})
+	if err != nil {
+		if resp := minio.ToErrorResponse(err); resp.StatusCode == http.StatusNotFound && resp.Code != "NoSuchBucket" {
+			// HEAD carries no error body: tell a missing bucket from a
+			// missing key with one more request.
+			if ok, berr := c.mc.BucketExists(ctx, loc.Bucket); berr == nil && !ok {
+				return 0, fmt.Errorf("%s: the bucket %s does not exist: %w", loc, loc.Bucket, ErrNotFound)
+			}
+		}
+		return 0, classify(loc, err)
+	}
+	return oi.Size, nil
+}

@@ -1,0 +1,238 @@
+package objstore
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// ReaderOptions bound a Reader's memory and the time one GET may take.
+type ReaderOptions struct {
+	// BlockSize is the unit of ranged GETs and of the cache: 0 means
+	// DefaultBlockSize.
+	BlockSize int64
+	// CacheBlocks bounds the blocks kept: 0 means DefaultCacheBlocks.
+	CacheBlocks int
+	// Ahead is how many blocks are fetched ahead of a sequential reader:
+	// 0 means DefaultAhead, negative none.
+	Ahead int
+	// Timeout bounds one GET (with its retries): 0 means DefaultTimeout.
+	// A read that cannot be served by then fails (EIO through a mount).
+	Timeout time.Duration
+}
+
+// Defaults: 1 MiB blocks (a chunk of the archive is at most a few MiB, so
+// a random read costs one GET), 64 MiB of cache, 4 blocks ahead.
+const (
+	DefaultBlockSize   = 1 << 20
+	DefaultCacheBlocks = 64
+	DefaultAhead       = 4
+	DefaultTimeout     = 30 * time.Second
+)
+
+// Reader is an object read by ranged GETs: an io.ReaderAt with Size. It is
+// safe for concurrent use.
+type Reader struct {
+	c       *Client
+	loc     Location
+	size    int64
+	etag    string
+	opts    ReaderOptions
+	ctx     context.Context
+	cancel  context.CancelFunc
+	gets    atomic.Int64
+	aheadCh chan struct{}
+
+	mu     sync.Mutex
+	blocks map[int64]*block
+	lru    *list.List // of *block, most recent first
+	last   int64      // the last block read, for sequential detection
+}
+
+type block struct {
+	idx  int64
+	done chan struct{}
+	data []byte
+	err  error
+	elem *list.Element
+}
+
+// Open stats the object and returns a Reader of it.
+func (c *Client) Open(ctx context.Context, loc Location, opts ReaderOptions) (*Reader, error) {
+	if opts.BlockSize <= 0 {
+		opts.BlockSize = DefaultBlockSize
+	}
+	if opts.CacheBlocks <= 0 {
+		opts.CacheBlocks = DefaultCacheBlocks
+	}
+	if opts.Ahead == 0 {
+		opts.Ahead = DefaultAhead
+	}
+	if opts.Ahead > opts.CacheBlocks/2 {
+		opts.Ahead = opts.CacheBlocks / 2
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	sctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	oi, err := c.mc.StatObject(sctx, loc.Bucket, loc.Key, minio.StatObjectOptions{})
+	if err != nil {
+		_, err = c.Stat(sctx, loc) // the same question, classified
+		return nil, err
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
+	r := &Reader{c: c, loc: loc, size: oi.Size, etag: oi.ETag, opts: opts, ctx: rctx, cancel: rcancel,
+		blocks: map[int64]*block{}, lru: list.New(), last: -2}
+	if opts.Ahead > 0 {
+		r.aheadCh = make(chan struct{}, opts.Ahead)
+	}
+	return r, nil
+}
+
+// Size is the object's size in bytes.
+func (r *Reader) Size() int64 { return r.size }
+
+// Name is s3://BUCKET/KEY.
+func (r *Reader) Name() string { return r.loc.String() }
+
+// GETs counts the ranged GETs sent so far (for scripts/bench/s3.sh).
+func (r *Reader) GETs() int64 { return r.gets.Load() }
+
+// Close stops read-ahead; reads after Close fail.
+func (r *Reader) Close() error {
+	r.cancel()
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off from cached or fetched blocks.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: negative offset", r.loc)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && off < r.size {
+		idx := off / r.opts.BlockSize
+		b, err := r.get(idx, true)
+		if err != nil {
+			return n, err
+		}
+		c := copy(p[n:], b.data[off-idx*r.opts.BlockSize:])
+		n += c
+		off += int64(c)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// get returns block idx, fetching it (once, shared by concurrent readers)
+// when it is not cached. A failed fetch is not cached: the next read
+// tries again, so reads work again when the server returns.
+func (r *Reader) get(idx int64, demand bool) (*block, error) {
+	r.mu.Lock()
+	b, ok := r.blocks[idx]
+	if ok {
+		r.lru.MoveToFront(b.elem)
+	} else {
+		b = &block{idx: idx, done: make(chan struct{})}
+		b.elem = r.lru.PushFront(b)
+		r.blocks[idx] = b
+		r.evictLocked()
+		go r.fetch(b)
+	}
+	sequential := false
+	if demand {
+		sequential = idx == r.last+1 || idx == r.last
+		r.last = idx
+	}
+	r.mu.Unlock()
+	if sequential {
+		r.readAhead(idx)
+	}
+	select {
+	case <-b.done:
+	case <-r.ctx.Done():
+		return nil, fmt.Errorf("%s: %w", r.loc, r.ctx.Err())
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	return b, nil
+}
+
+// readAhead starts fetches of the blocks after idx, at most opts.Ahead at
+// a time in the background.
+func (r *Reader) readAhead(idx int64) {
+	last := (r.size - 1) / r.opts.BlockSize
+	for i := idx + 1; i <= idx+int64(r.opts.Ahead) && i <= last; i++ {
+		r.mu.Lock()
+		_, ok := r.blocks[i]
+		r.mu.Unlock()
+		if ok {
+			continue
+		}
+		select {
+		case r.aheadCh <- struct{}{}:
+		default:
+			return // enough in flight
+		}
+		go func(i int64) {
+			defer func() { <-r.aheadCh }()
+			b, _ := r.get(i, false)
+			_ = b
+		}(i)
+	}
+}
+
+func (r *Reader) evictLocked() {
+	for r.lru.Len() > r.opts.CacheBlocks {
+		e := r.lru.Back()
+		b := e.Value.(*block)
+		r.lru.Remove(e)
+		delete(r.blocks, b.idx)
+	}
+}
+
+func (r *Reader) fetch(b *block) {
+	defer close(b.done)
+	start := b.idx * r.opts.BlockSize
+	end := min(start+r.opts.BlockSize, r.size) - 1
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
+	defer cancel()
+	o := minio.GetObjectOptions{}
+	if r.etag != "" {
+		_ = o.SetMatchETag(r.etag)
+	}
+	if err := o.SetRange(start, end); err != nil {
+		b.err = err
+		return
+	}
+	r.gets.Add(1)
+	obj, err := r.c.mc.GetObject(ctx, r.loc.Bucket, r.loc.Key, o)
+	if err == nil {
+		b.data = make([]byte, end-start+1)
+		_, err = io.ReadFull(obj, b.data)
+		obj.Close()
+	}
+	if err != nil {
+		b.data = nil
+		b.err = fmt.Errorf("reading %s at %d: %w", r.loc, start, classify(r.loc, err))
+		r.mu.Lock()
+		if r.blocks[b.idx] == b {
+			r.lru.Remove(b.elem)
+			delete(r.blocks, b.idx)
+		}
+		r.mu.Unlock()
+	}
+}

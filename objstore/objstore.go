@@ -22,6 +22,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/usmtkit/usmtkit/store"
 )
 
 // Scheme is the prefix of an object's name on the command line.
@@ -30,8 +32,26 @@ const Scheme = "s3://"
 // IsURL reports whether name names an object (s3://BUCKET/KEY).
 func IsURL(name string) bool { return strings.HasPrefix(name, Scheme) }
 
-// ErrNotFound wraps a missing bucket or key.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound wraps a missing bucket or key; it is store.ErrNoStore for
+// errors.Is, so the command line exits with the no-store code.
+var ErrNotFound error = notFound{}
+
+type notFound struct{}
+
+func (notFound) Error() string        { return "not found" }
+func (notFound) Is(target error) bool { return target == store.ErrNoStore }
+
+// errNoBucket marks a missing bucket among not-found errors.
+var errNoBucket error = noBucket{}
+
+type noBucket struct{}
+
+func (noBucket) Error() string { return "not found" }
+func (noBucket) Is(target error) bool {
+	return target == store.ErrNoStore || target == ErrNotFound
+}
+
+func bucketMissing(err error) bool { return errors.Is(err, errNoBucket) }
 
 // ErrAccess wraps refused credentials.
 var ErrAccess = errors.New("access refused")
@@ -125,7 +145,7 @@ func classify(loc Location, err error) error {
 	resp := minio.ToErrorResponse(err)
 	switch resp.Code {
 	case "NoSuchBucket":
-		return fmt.Errorf("%s: the bucket %s does not exist: %w", loc, loc.Bucket, ErrNotFound)
+		return fmt.Errorf("%s: the bucket %s does not exist: %w", loc, loc.Bucket, errNoBucket)
 	case "NoSuchKey", "NotFound":
 		return fmt.Errorf("%s: no such object: %w", loc, ErrNotFound)
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
@@ -148,7 +168,7 @@ func (c *Client) Stat(ctx context.Context, loc Location) (int64, error) {
 			// HEAD carries no error body: tell a missing bucket from a
 			// missing key with one more request.
 			if ok, berr := c.mc.BucketExists(ctx, loc.Bucket); berr == nil && !ok {
-				return 0, fmt.Errorf("%s: the bucket %s does not exist: %w", loc, loc.Bucket, ErrNotFound)
+				return 0, fmt.Errorf("%s: the bucket %s does not exist: %w", loc, loc.Bucket, errNoBucket)
 			}
 		}
 		return 0, classify(loc, err)

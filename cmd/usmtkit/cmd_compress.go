@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/usmtkit/usmtkit/objstore"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -162,11 +163,14 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	if err := compress.CheckEncoder(o.Encoder); err != nil {
 		return exitcodes.Usagef("--encoder: " + err.Error())
 	}
-	out, err := filepath.Abs(o.Output)
-	if err != nil {
-		return err
+	out, err := o.Output, error(nil)
+	remote := objstore.IsURL(out)
+	if !remote {
+		if out, err = filepath.Abs(o.Output); err != nil {
+			return err
+		}
 	}
-	if _, err := os.Lstat(out); err == nil && !o.Force {
+	if _, err := os.Lstat(out); err == nil && !o.Force && !remote {
 		return exitcodes.Usagef(fmt.Sprintf("%s already exists: choose another name or pass --force to replace it", out))
 	}
 	ds, err := detectAll(args, o.Plain)
@@ -178,7 +182,9 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 		return err
 	}
 	defer s.Close()
-	if inside, err := compress.IsInside(out, s.Info().Roots); err != nil {
+	if remote {
+		// a bucket is never inside a store
+	} else if inside, err := compress.IsInside(out, s.Info().Roots); err != nil {
 		return fmt.Errorf("checking where %s is: %w", out, err)
 	} else if inside {
 		return exitcodes.Usagef(fmt.Sprintf("%s is inside the store (%s): usmtkit never writes into a store; choose another folder", out, strings.Join(s.Info().Roots, ", ")))
@@ -195,7 +201,12 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 		}
 	}
 	start := time.Now()
-	res, err := compress.CreateFile(ctx, out, s, opts, o.Force)
+	var res *compress.WriteResult
+	if remote {
+		res, err = createObjectArchive(ctx, out, s, opts, o.Force)
+	} else {
+		res, err = compress.CreateFile(ctx, out, s, opts, o.Force)
+	}
 	m.Done()
 	if err != nil {
 		return err
@@ -206,7 +217,12 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 		Skipped: problemRecords(res.Skipped), WalkErrors: problemRecords(res.WalkErrors), Unlisted: res.Dropped}
 	if o.Verify {
 		ok := true
-		a, err := compress.Open(out, compress.ReaderOptions{})
+		var a *compress.Archive
+		if remote {
+			a, err = openObjectArchive(out, compress.ReaderOptions{})
+		} else {
+			a, err = compress.Open(out, compress.ReaderOptions{})
+		}
 		if err != nil {
 			return fmt.Errorf("reading back %s: %w", out, err)
 		}

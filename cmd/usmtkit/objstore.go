@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 
 	"github.com/usmtkit/usmtkit/compress"
+	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/objstore"
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -49,4 +53,58 @@ func objectDetection(name string) *store.Detection {
 	return store.OpenerDetection(store.KindArchive, name, func(name string) (store.Store, error) {
 		return openObjectArchive(name, compress.ReaderOptions{})
 	})
+}
+
+// createObjectArchive writes src as an archive straight into a multipart
+// upload of s3://BUCKET/KEY: compress.Write streams into a pipe whose
+// other end feeds the upload, so no local copy is made. Any failure, or
+// an interrupt, aborts the upload: no object appears under the key.
+func createObjectArchive(ctx context.Context, name string, src store.Store, opts compress.WriteOptions, force bool) (*compress.WriteResult, error) {
+	loc, err := objstore.ParseURL(name)
+	if err != nil {
+		return nil, exitcodes.Usagef(err.Error())
+	}
+	if strings.HasSuffix(loc.Key, "/") {
+		return nil, exitcodes.Usagef(fmt.Sprintf("%s ends in /: give the object's full key, e.g. %sstore.tar.zst", name, name))
+	}
+	c, err := objstore.NewClient(objConfig)
+	if err != nil {
+		return nil, err
+	}
+	up, err := c.Create(ctx, loc, force)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		up.Abort()
+		return nil, err
+	}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(up, pr)
+		if err != nil {
+			pr.Close() // the writer gets EPIPE instead of blocking
+		}
+		copied <- err
+	}()
+	res, err := compress.Write(ctx, pw, src, opts)
+	if err != nil {
+		up.Abort() // first: the pipe's end must not complete the upload
+		pw.Close()
+		<-copied
+		pr.Close()
+		return nil, err
+	}
+	pw.Close()
+	if err := <-copied; err != nil {
+		up.Abort()
+		pr.Close()
+		return nil, err
+	}
+	pr.Close()
+	if err := up.Close(); err != nil {
+		return nil, err
+	}
+	return res, nil
 }

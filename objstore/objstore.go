@@ -175,3 +175,24 @@ func (c *Client) Stat(ctx context.Context, loc Location) (int64, error) {
 	}
 	return oi.Size, nil
 }
+
+// EnsureBucket creates the bucket unless it exists (tests, benchmarks).
+func (c *Client) EnsureBucket(ctx context.Context, bucket string) error {
+	ok, err := c.mc.BucketExists(ctx, bucket)
+	if err == nil && !ok {
+		err = c.mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{})
+	}
+	if err != nil {
+		return classify(Location{Bucket: bucket, Key: ""}, err)
+	}
+	return nil
+}
+
+// Exists reports whether the object is there.
+func (c *Client) Exists(ctx context.Context, loc Location) (bool, error) {
+	_, err := c.Stat(ctx, loc)
+	if errors.Is(err, ErrNotFound) && !bucketMissing(err) {
+		return false, nil
+	}
+	return err == nil, err
+}

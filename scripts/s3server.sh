@@ -4,6 +4,7 @@
 #   scripts/s3server.sh build          build weed once into the cache (about 8 min on 2 cores)
 #   scripts/s3server.sh start DIR PORT start on 127.0.0.1:PORT with data in DIR; prints the endpoint
 #   scripts/s3server.sh stop DIR       stop the server started with DIR
+#   scripts/s3server.sh kill DIR       kill it at once (SIGKILL), as a crash would
 # The binary is cached OUTSIDE the checkout (CI runs in a fresh clone but keeps
 # $HOME and the Go caches). `go install` of weed is refused (its go.mod has
 # replace directives), so the module source is downloaded and built in place.
@@ -64,10 +65,18 @@ stop() {
   rm -f "$data/weed.pid"
 }
 
+kill9() {
+  local data=$1
+  [ -f "$data/weed.pid" ] || return 0
+  kill -9 -- "-$(cat "$data/weed.pid")" 2>/dev/null || true
+  rm -f "$data/weed.pid"
+}
+
 case ${1:-} in
   build) build ;;
   start) start "$2" "$3" ;;
   stop) stop "$2" ;;
+  kill) kill9 "$2" ;;
   path) echo "$WEED" ;;
-  *) echo "usage: $0 build | start DIR PORT | stop DIR | path" >&2; exit 2 ;;
+  *) echo "usage: $0 build | start DIR PORT | stop DIR | kill DIR | path" >&2; exit 2 ;;
 esac

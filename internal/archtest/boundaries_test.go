@@ -1,5 +1,6 @@
 // Package archtest enforces the package boundaries the design relies on:
 // only fusefs may import go-fuse, only cmd/usmtkit may import urfave/cli,
+// only objstore and cmd/usmtkit may import the S3 client,
 // and store, compress and hardlinkscan stay free of the front ends.
 package archtest
 
@@ -23,6 +24,8 @@ func TestImportBoundaries(t *testing.T) {
 	}{
 		{"", "github.com/hanwen/go-fuse", "only fusefs (and the mount command) may use go-fuse"},
 		{"", "github.com/urfave/cli", "only cmd/usmtkit may use the CLI library"},
+		{"", "github.com/minio/minio-go", "only objstore (and the commands) may use the S3 client"},
+		{"compress", mod + "objstore", "compress reads and writes through io interfaces, not S3"},
 		{"store", mod + "compress", "store must not know the archive reader (it registers itself)"},
 		{"store", mod + "fusefs", "store has no FUSE"},
 		{"store", mod + "cmd", "store has no CLI"},
@@ -34,6 +37,7 @@ func TestImportBoundaries(t *testing.T) {
 	allowed := map[string][]string{
 		"github.com/hanwen/go-fuse": {"fusefs", "cmd/usmtkit"},
 		"github.com/urfave/cli":     {"cmd/usmtkit"},
+		"github.com/minio/minio-go": {"objstore", "cmd/usmtkit"},
 	}
 	checked := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/objstore"
+)
+
+// s3Bucket points the AWS variables at a real S3 server
+// (fixtures.S3Endpoint) and returns a fresh bucket on it.
+func s3Bucket(t *testing.T, name string) *objstore.Client {
+	t.Helper()
+	fixtures.S3Endpoint(t)
+	c, err := objstore.NewClient(objstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnsureBucket(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// putFile uploads a local file as s3://BUCKET/KEY.
+func putFile(t *testing.T, c *objstore.Client, file, name string) {
+	t.Helper()
+	loc, err := objstore.ParseURL(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	up, err := c.Create(context.Background(), loc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(up, f); err != nil {
+		up.Abort()
+		t.Fatal(err)
+	}
+	if err := up.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every reading command gives the same result on an archive in a bucket
+// as on the same archive on disk, and compress -o s3:// makes an archive
+// that reads like the local one.
+func TestObjectStoreCommandsMatchDisk(t *testing.T) {
+	c := s3Bucket(t, "same")
+	dir := t.TempDir()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
+	local := filepath.Join(dir, "pc.tar.zst")
+	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--chunk-size", "64KiB", "--level", "fastest"); code != 0 {
+		t.Fatalf("compress: %d %s", code, stderr)
+	}
+	remote := "s3://same/copies/pc.tar.zst"
+	putFile(t, c, local, remote)
+
+	for _, args := range [][]string{{"ls", "-R"}, {"ls", "-R", "--json"}, {"verify"}} {
+		lc, lout, lerr := runCLI(t, append(args, local)...)
+		rc, rout, rerr := runCLI(t, append(args, remote)...)
+		rout = strings.ReplaceAll(rout, remote, local)
+		if lc != 0 || rc != lc || rout != lout {
+			t.Errorf("%v: disk exit %d, bucket exit %d (%s %s)\n%s\n---\n%s", args, lc, rc, lerr, rerr, lout, rout)
+		}
+	}
+	var li, ri infoReport
+	_, lout, _ := runCLI(t, "info", "--json", local)
+	code, rout, stderr := runCLI(t, "info", "--json", remote)
+	if code != 0 || json.Unmarshal([]byte(lout), &li) != nil || json.Unmarshal([]byte(rout), &ri) != nil {
+		t.Fatalf("info: exit %d %s", code, stderr)
+	}
+	if li.Summary != ri.Summary || li.StoreType != ri.StoreType || li.Kind != ri.Kind || ri.Roots[0] != remote {
+		t.Errorf("info differs:\n%+v\n%+v", li, ri)
+	}
+
+	m := filepath.Join(dir, "m.ndjson")
+	if code, _, stderr := runCLI(t, "index", sp, "-o", m); code != 0 {
+		t.Fatalf("index: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "verify", remote, "--manifest", m); code != 0 {
+		t.Errorf("verify --manifest of the bucket's archive: exit %d %s", code, stderr)
+	}
+
+	for _, cmd := range []string{"extract", "salvage"} {
+		ld, rd := filepath.Join(dir, cmd+"-disk"), filepath.Join(dir, cmd+"-bucket")
+		if code, _, stderr := runCLI(t, cmd, local, ld); code != 0 {
+			t.Fatalf("%s from disk: %d %s", cmd, code, stderr)
+		}
+		if code, _, stderr := runCLI(t, cmd, remote, rd); code != 0 {
+			t.Fatalf("%s from the bucket: %d %s", cmd, code, stderr)
+		}
+		if a, b := osTree(t, ld), osTree(t, rd); !reflect.DeepEqual(a, b) || len(a) < 5 {
+			t.Errorf("%s: the trees differ (%d vs %d entries)", cmd, len(a), len(b))
+		}
+	}
+
+	// compress straight into the bucket: the object lists like the store.
+	direct := "s3://same/direct/pc.tar.zst"
+	code, stdout, stderr := runCLI(t, "compress", sp, "-o", direct, "--chunk-size", "64KiB", "--level", "fastest", "--verify")
+	if code != 0 || !strings.Contains(stdout, "verified:") {
+		t.Fatalf("compress -o s3://: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	_, fromStore, _ := runCLI(t, "ls", "-R", sp)
+	if code, fromObject, stderr := runCLI(t, "ls", "-R", direct); code != 0 || fromObject != fromStore {
+		t.Errorf("ls of the uploaded archive differs from the store (exit %d %s)", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "compress", sp, "-o", direct); code != exitcodes.Usage && !strings.Contains(stderr, "already exists") {
+		t.Errorf("compress over an existing object: exit %d %s", code, stderr)
+	}
+}
+
+// Wrong credentials, a missing bucket and a missing key each give one
+// clear line and their exit code.
+func TestObjectStoreErrors(t *testing.T) {
+	s3Bucket(t, "errs")
+	for _, tc := range []struct {
+		name, url string
+		env       []string
+		code      int
+		msg       string
+	}{
+		{"missing key", "s3://errs/none.tar.zst", nil, exitcodes.NoStore, "no such object"},
+		{"missing bucket", "s3://no-such-bucket/x.tar.zst", nil, exitcodes.NoStore, "bucket no-such-bucket does not exist"},
+		{"wrong credentials", "s3://errs/none.tar.zst", []string{"AWS_SECRET_ACCESS_KEY", "wrong"}, exitcodes.Failure, "refused the credentials"},
+		{"no key", "s3://errs", nil, exitcodes.Failure, "needs a bucket and a key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != nil {
+				t.Setenv(tc.env[0], tc.env[1])
+			}
+			for _, cmd := range []string{"info", "ls"} {
+				code, _, stderr := runCLI(t, cmd, tc.url)
+				lines := strings.Split(strings.TrimSpace(stderr), "\n")
+				if code != tc.code || len(lines) != 1 || !strings.Contains(stderr, tc.msg) {
+					t.Errorf("%s %s: exit %d, want %d with one line saying %q:\n%s", cmd, tc.url, code, tc.code, tc.msg, stderr)
+				}
+			}
+		})
+	}
+}

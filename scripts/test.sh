@@ -13,7 +13,7 @@ tools=(
   mksquashfs:squashfs-tools unsquashfs:squashfs-tools xxhsum:xxhash getfattr:attr
   mkfs.vfat:dosfstools fusefat:fusefat b3sum:b3sum squashfuse:squashfuse
   archivemount:archivemount fuser:psmisc gcc:gcc mkfs.exfat:exfatprogs
-  mount.exfat-fuse:exfat-fuse losetup:mount file:file
+  mount.exfat-fuse:exfat-fuse losetup:mount file:file curl:curl
 )
 missing=()
 for t in "${tools[@]}"; do

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
@@ -150,5 +155,65 @@ func TestObjectStoreErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A mount of an archive in a bucket gives EIO to readers within the GET
+// timeout while the server is down, and reads work again when it returns.
+func TestObjectStoreMountServerDown(t *testing.T) {
+	requireMount(t)
+	srv := fixtures.StartS3Server(t)
+	c, err := objstore.NewClient(objstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnsureBucket(context.Background(), "down"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
+	big := make([]byte, 6<<20)
+	rand.NewChaCha8([32]byte{1}).Read(big)
+	if err := os.WriteFile(filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents/big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	remote := "s3://down/pc.tar.zst"
+	if code, _, stderr := runCLI(t, "compress", sp, "-o", remote, "--chunk-size", "64KiB", "--level", "fastest"); code != 0 {
+		t.Fatalf("compress -o s3://: %d %s", code, stderr)
+	}
+	// Small caches, no read-ahead and a short timeout, so reads after the
+	// stop reach the server.
+	const timeout = 3 * time.Second
+	objReaderOptions = objstore.ReaderOptions{BlockSize: 64 << 10, CacheBlocks: 2, Ahead: -1, Timeout: timeout}
+	t.Cleanup(func() { objReaderOptions = objstore.ReaderOptions{} })
+	mnt := emptyDir(t)
+	s := startMount(t, &mountOptions{CacheSize: 1}, remote, mnt)
+	f, err := os.Open(filepath.Join(mnt, "C/Users/jdoe/Documents/big.bin"))
+	if err != nil {
+		t.Fatalf("open through the mount: %v\n%s", err, s.out)
+	}
+	defer f.Close()
+	half := len(big) / 2
+	got := make([]byte, len(big))
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, int64(half)), got[:half]); err != nil || !bytes.Equal(got[:half], big[:half]) {
+		t.Fatalf("first half: %v", err)
+	}
+
+	srv.Stop()
+	start := time.Now()
+	_, err = f.ReadAt(got[half:], int64(half))
+	took := time.Since(start)
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("read with the server down: %v, want EIO", err)
+	}
+	// One read may need a few GETs (frames of a chunk): each is bounded.
+	if took > 4*timeout {
+		t.Errorf("the failing read took %v (timeout per GET %v)", took, timeout)
+	}
+
+	srv.Restart()
+	n, err := f.ReadAt(got[half:], int64(half))
+	if err != nil && err != io.EOF || n != len(big)-half || !bytes.Equal(got, big) {
+		t.Fatalf("read after the server returned: %d bytes, %v", n, err)
 	}
 }

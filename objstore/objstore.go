@@ -196,3 +196,18 @@ func (c *Client) Exists(ctx context.Context, loc Location) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// IncompleteUploads counts the multipart uploads under loc's key that were
+// neither completed nor aborted (what a crash leaves).
+func (c *Client) IncompleteUploads(ctx context.Context, loc Location) (int, error) {
+	n := 0
+	for u := range c.mc.ListIncompleteUploads(ctx, loc.Bucket, loc.Key, false) {
+		if u.Err != nil {
+			return n, classify(loc, u.Err)
+		}
+		if u.Key == loc.Key {
+			n++
+		}
+	}
+	return n, nil
+}

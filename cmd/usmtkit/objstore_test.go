@@ -217,3 +217,63 @@ func TestObjectStoreMountServerDown(t *testing.T) {
 		t.Fatalf("read after the server returned: %d bytes, %v", n, err)
 	}
 }
+
+// bigStore is the USMT4 fixture with an incompressible file of n bytes.
+func bigStore(t *testing.T, dir string, n int) (string, []byte) {
+	t.Helper()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
+	big := make([]byte, n)
+	rand.NewChaCha8([32]byte{1}).Read(big)
+	if err := os.WriteFile(filepath.Join(sp, "USMT/File/C$/Users/jdoe/Documents/big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return sp, big
+}
+
+// compress -o s3:// that is interrupted, or whose server dies, leaves no
+// object under the key; the interrupted one leaves no parts either.
+func TestObjectStoreUploadFailures(t *testing.T) {
+	srv := fixtures.StartS3Server(t)
+	c, err := objstore.NewClient(objstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.EnsureBucket(ctx, "up"); err != nil {
+		t.Fatal(err)
+	}
+	sp, _ := bigStore(t, t.TempDir(), 48<<20)
+
+	// Ctrl-C once the first part is on its way: the upload is aborted.
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(1500*time.Millisecond, cancel)
+	var out, errb bytes.Buffer
+	code := run(cctx, []string{"usmtkit", "compress", sp, "-o", "s3://up/int.tar.zst", "--level", "fastest", "--threads", "1"}, &out, &errb)
+	if code != exitcodes.Interrupted {
+		t.Errorf("interrupted compress: exit %d, want %d: %s", code, exitcodes.Interrupted, errb.String())
+	}
+	loc, _ := objstore.ParseURL("s3://up/int.tar.zst")
+	if ok, err := c.Exists(ctx, loc); ok || err != nil {
+		t.Errorf("an object appeared under the key after the interrupt (%v)", err)
+	}
+	if n, err := c.IncompleteUploads(ctx, loc); n != 0 || err != nil {
+		t.Errorf("%d incomplete uploads left after the interrupt (%v)", n, err)
+	}
+
+	// The server is killed mid-upload: the command fails, and once the
+	// server is back there is no object under the key.
+	objReaderOptions = objstore.ReaderOptions{Timeout: 5 * time.Second}
+	t.Cleanup(func() { objReaderOptions = objstore.ReaderOptions{} })
+	time.AfterFunc(1500*time.Millisecond, srv.Kill)
+	out.Reset()
+	errb.Reset()
+	code = run(ctx, []string{"usmtkit", "compress", sp, "-o", "s3://up/killed.tar.zst", "--level", "fastest", "--threads", "1"}, &out, &errb)
+	if code == exitcodes.OK || !strings.Contains(errb.String(), "s3://up/killed.tar.zst") {
+		t.Errorf("compress with the server killed: exit %d: %s", code, errb.String())
+	}
+	srv.Restart()
+	loc, _ = objstore.ParseURL("s3://up/killed.tar.zst")
+	if ok, err := c.Exists(ctx, loc); ok || err != nil {
+		t.Errorf("an object appeared under the key after the server was killed (%v)", err)
+	}
+}

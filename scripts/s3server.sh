@@ -37,11 +37,13 @@ start() {
   # Everything on loopback; the other servers on the ports after PORT (their
   # gRPC ports are those + 10000), so two servers on PORTs 10 apart coexist;
   # no WebDAV, admin UI, table catalogs or telemetry (no traffic off the machine).
-  (cd "$data" && setsid "$WEED" mini -dir="$data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  # stdout/stderr of the whole group go to the log, so a caller reading
+  # this script's output (tests) is not held open by the server.
+  (cd "$data" && exec setsid "$WEED" mini -dir="$data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
      -s3.port="$port" -master.port=$((port + 1)) -volume.port=$((port + 2)) -filer.port=$((port + 3)) \
      -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 -admin.port.legacy=0 \
-     -admin.port=$((port + 4)) -master.telemetry=false \
-     >"$data/weed.log" 2>&1 & echo $! >"$data/weed.pid")
+     -admin.port=$((port + 4)) -master.telemetry=false) >"$data/weed.log" 2>&1 </dev/null &
+  echo $! >"$data/weed.pid"
   local i
   for i in $(seq 1 120); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then

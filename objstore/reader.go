@@ -49,10 +49,16 @@ type Reader struct {
 	gets    atomic.Int64
 	aheadCh chan struct{}
 
-	mu     sync.Mutex
-	blocks map[int64]*block
-	lru    *list.List // of *block, most recent first
-	last   int64      // the last block read, for sequential detection
+	mu sync.Mutex
+	// downErr and downUntil: after a failed GET, reads fail at once with
+	// the same error for one Timeout, so a mount whose server is down
+	// answers EIO to every read within about one Timeout instead of one
+	// Timeout per read; then GETs are tried again.
+	downErr   error
+	downUntil time.Time
+	blocks    map[int64]*block
+	lru       *list.List // of *block, most recent first
+	last      int64      // the last block read, for sequential detection
 }
 
 type block struct {
@@ -218,8 +224,18 @@ func (r *Reader) fetch(b *block) {
 		b.err = err
 		return
 	}
+	r.mu.Lock()
+	down, until := r.downErr, r.downUntil
+	r.mu.Unlock()
+	var obj *minio.Object
+	var err error
+	if down != nil && time.Now().Before(until) {
+		b.err = down
+		r.forget(b)
+		return
+	}
 	r.gets.Add(1)
-	obj, err := r.c.mc.GetObject(ctx, r.loc.Bucket, r.loc.Key, o)
+	obj, err = r.c.mc.GetObject(ctx, r.loc.Bucket, r.loc.Key, o)
 	if err == nil {
 		b.data = make([]byte, end-start+1)
 		_, err = io.ReadFull(obj, b.data)
@@ -229,10 +245,22 @@ func (r *Reader) fetch(b *block) {
 		b.data = nil
 		b.err = fmt.Errorf("reading %s at %d: %w", r.loc, start, classify(r.loc, err))
 		r.mu.Lock()
-		if r.blocks[b.idx] == b {
-			r.lru.Remove(b.elem)
-			delete(r.blocks, b.idx)
-		}
+		r.downErr, r.downUntil = b.err, time.Now().Add(r.opts.Timeout)
 		r.mu.Unlock()
+		r.forget(b)
+		return
 	}
+	r.mu.Lock()
+	r.downErr = nil
+	r.mu.Unlock()
+}
+
+// forget drops a failed block so the next read fetches it again.
+func (r *Reader) forget(b *block) {
+	r.mu.Lock()
+	if r.blocks[b.idx] == b {
+		r.lru.Remove(b.elem)
+		delete(r.blocks, b.idx)
+	}
+	r.mu.Unlock()
 }

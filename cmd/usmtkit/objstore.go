@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -92,8 +93,11 @@ func createObjectArchive(ctx context.Context, name string, src store.Store, opts
 	if err != nil {
 		up.Abort() // first: the pipe's end must not complete the upload
 		pw.Close()
-		<-copied
+		cerr := <-copied
 		pr.Close()
+		if cerr != nil && !errors.Is(cerr, objstore.ErrAborted) {
+			return nil, cerr // the upload failed first: say why, not "broken pipe"
+		}
 		return nil, err
 	}
 	pw.Close()

@@ -241,20 +241,20 @@ func TestObjectStoreUploadFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := c.EnsureBucket(ctx, "up"); err != nil {
+	if err := c.EnsureBucket(ctx, "upl"); err != nil {
 		t.Fatal(err)
 	}
-	sp, _ := bigStore(t, t.TempDir(), 48<<20)
+	sp, _ := bigStore(t, t.TempDir(), 96<<20)
 
 	// Ctrl-C once the first part is on its way: the upload is aborted.
 	cctx, cancel := context.WithCancel(ctx)
-	time.AfterFunc(1500*time.Millisecond, cancel)
+	time.AfterFunc(400*time.Millisecond, cancel)
 	var out, errb bytes.Buffer
-	code := run(cctx, []string{"usmtkit", "compress", sp, "-o", "s3://up/int.tar.zst", "--level", "fastest", "--threads", "1"}, &out, &errb)
+	code := run(cctx, []string{"usmtkit", "compress", sp, "-o", "s3://upl/int.tar.zst", "--level", "fastest", "--threads", "1"}, &out, &errb)
 	if code != exitcodes.Interrupted {
 		t.Errorf("interrupted compress: exit %d, want %d: %s", code, exitcodes.Interrupted, errb.String())
 	}
-	loc, _ := objstore.ParseURL("s3://up/int.tar.zst")
+	loc, _ := objstore.ParseURL("s3://upl/int.tar.zst")
 	if ok, err := c.Exists(ctx, loc); ok || err != nil {
 		t.Errorf("an object appeared under the key after the interrupt (%v)", err)
 	}
@@ -266,15 +266,15 @@ func TestObjectStoreUploadFailures(t *testing.T) {
 	// server is back there is no object under the key.
 	objReaderOptions = objstore.ReaderOptions{Timeout: 5 * time.Second}
 	t.Cleanup(func() { objReaderOptions = objstore.ReaderOptions{} })
-	time.AfterFunc(1500*time.Millisecond, srv.Kill)
+	time.AfterFunc(400*time.Millisecond, srv.Kill)
 	out.Reset()
 	errb.Reset()
-	code = run(ctx, []string{"usmtkit", "compress", sp, "-o", "s3://up/killed.tar.zst", "--level", "fastest", "--threads", "1"}, &out, &errb)
-	if code == exitcodes.OK || !strings.Contains(errb.String(), "s3://up/killed.tar.zst") {
+	code = run(ctx, []string{"usmtkit", "compress", sp, "-o", "s3://upl/killed.tar.zst", "--level", "fastest", "--threads", "1"}, &out, &errb)
+	if code == exitcodes.OK || !strings.Contains(errb.String(), "s3://upl/killed.tar.zst") {
 		t.Errorf("compress with the server killed: exit %d: %s", code, errb.String())
 	}
 	srv.Restart()
-	loc, _ = objstore.ParseURL("s3://up/killed.tar.zst")
+	loc, _ = objstore.ParseURL("s3://upl/killed.tar.zst")
 	if ok, err := c.Exists(ctx, loc); ok || err != nil {
 		t.Errorf("an object appeared under the key after the server was killed (%v)", err)
 	}

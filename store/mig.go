@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf16"
 )
 
@@ -228,4 +229,18 @@ func (m *MIGInfo) openError(path string) error {
 		return fmt.Errorf("%s %w and cannot be read here; restore it on Windows with the key from the ConfigMgr console (User State Migration > recovery information): usmtutils /extract %s <dest> /decrypt /key:<key>, or loadstate with /decrypt", path, ErrEncrypted, path)
 	}
 	return fmt.Errorf("%s is a compressed USMT store: %w (the USMT.MIG format is not documented); on Windows run usmtutils /extract %s <dest>, or restore with loadstate; `usmtkit info` shows what the file holds", path, ErrUnsupported, path)
+}
+
+// MIGWindowsPath is a record name in the Windows view: a `File\C:\...`
+// record is the file C:\...; other record kinds keep their name, prefixed
+// by what they are ("(KIND record) ...").
+func MIGWindowsPath(name string) string {
+	kind, rest, ok := strings.Cut(name, `\`)
+	if ok && strings.EqualFold(kind, "File") {
+		return rest
+	}
+	if !ok {
+		return "(record) " + name
+	}
+	return "(" + kind + " record) " + rest
 }

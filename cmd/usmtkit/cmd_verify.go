@@ -151,6 +151,9 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	if err != nil {
 		return early(err)
 	}
+	if len(ds) == 1 && ds[0].Kind == store.KindMIG && ds[0].MIG != nil {
+		return runVerifyMIG(ctx, o, ds[0], report)
+	}
 	var info *store.Info
 	// salvage is set when the store is an archive whose footer or TOC is
 	// damaged: it is checked by the salvage walk instead (docs/verify.md).

@@ -18,6 +18,8 @@ type MIGRecordCheck struct {
 	Detail string `json:"detail,omitempty"` // why it is not OK
 	// Inflated is the payload's size after inflating (unencrypted files).
 	Inflated int64 `json:"inflated_bytes,omitempty"`
+	// Stored is the payload's size in the file (after the name).
+	Stored int64 `json:"stored_bytes"`
 }
 
 // VerifyMIG checks a USMT.MIG record by record, in file order: every record
@@ -34,10 +36,22 @@ func VerifyMIG(ctx context.Context, path string, info *MIGInfo, fn func(MIGRecor
 		return fmt.Errorf("opening %s: %w", path, describeErrno(err))
 	}
 	defer f.Close()
-	return verifyMIG(ctx, f, info, fn)
+	return verifyMIG(ctx, f, info, !info.Encrypted, fn)
 }
 
-func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, fn func(MIGRecordCheck)) error {
+// ListMIG walks the records of a USMT.MIG like VerifyMIG, without
+// inflating anything: names, offsets and stored sizes, for `ls`.
+func ListMIG(ctx context.Context, path string, info *MIGInfo, fn func(MIGRecordCheck)) error {
+	r := &fsReader{}
+	f, err := r.openRead(path, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, describeErrno(err))
+	}
+	defer f.Close()
+	return verifyMIG(ctx, f, info, false, fn)
+}
+
+func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, inflate bool, fn func(MIGRecordCheck)) error {
 	if info.FirstRecord < 0 {
 		return nil
 	}
@@ -52,7 +66,7 @@ func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, fn func(MIGRec
 		}
 		nameLen := int64(binary.LittleEndian.Uint32(hdr[4:8]))
 		next := off + 24 + int64(binary.LittleEndian.Uint32(hdr[8:12]))
-		c := MIGRecordCheck{Offset: off, OK: true}
+		c := MIGRecordCheck{Offset: off, OK: true, Stored: max(0, next-off-24-nameLen)}
 		if off+24+nameLen <= size {
 			nb := make([]byte, min(nameLen, migNameCap))
 			if m, _ := r.ReadAt(nb, off+24); m == len(nb) {
@@ -67,7 +81,7 @@ func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, fn func(MIGRec
 			c.OK, c.Detail = false, fmt.Sprintf("the record runs past the end of the file (%d bytes needed, the file has %d)", next, size)
 		case nameLen > next-off-24:
 			c.OK, c.Detail = false, "the name is longer than the record"
-		case !info.Encrypted:
+		case inflate:
 			c.Inflated, c.Detail = inflatePayload(r, off+24+nameLen, next)
 			c.OK = c.Detail == ""
 		}

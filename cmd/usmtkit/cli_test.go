@@ -437,3 +437,29 @@ func TestVerifyMIG(t *testing.T) {
 		t.Errorf("encrypted: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// TestLsMIG: ls on a USMT.MIG lists its records in the Windows view, for
+// an encrypted file too (its names are readable), and exits 3 on a
+// truncated one.
+func TestLsMIG(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		data []byte
+		code int
+	}{
+		{"plain", fixtures.MIGFile(false, nil), 0},
+		{"enc", fixtures.MIGFile(true, nil), 0},
+		{"cut", fixtures.TruncatedMIG(false, nil), exitcodes.Partial},
+	} {
+		p := filepath.Join(dir, c.name, "USMT.MIG")
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errs := runCLI(t, "ls", p)
+		if code != c.code || !strings.Contains(out, `  C:\Users\jdoe\Documents\a.docx`) || strings.Contains(out, `File\C:`) {
+			t.Errorf("%s: exit %d (want %d)\n%s%s", c.name, code, c.code, out, errs)
+		}
+	}
+}

@@ -99,6 +99,11 @@ func runLs(ctx context.Context, o *lsOptions, args []string) error {
 		return exitcodes.Usagef(fmt.Sprintf("--drive takes one letter, like --drive C (got %q)", o.Drive))
 	}
 	paths, win := splitStoresAndPath(args)
+	if len(paths) == 1 && win == "" {
+		if ds, err := detectAll(paths, o.Plain); err == nil && len(ds) == 1 && ds[0].Kind == store.KindMIG && ds[0].MIG != nil {
+			return runLsMIG(ctx, o, ds[0])
+		}
+	}
 	s, err := openStores(&o.globalOptions, paths, o.Plain)
 	if err != nil {
 		return err

@@ -161,8 +161,9 @@ func TestExitCodesForBadInput(t *testing.T) {
 		{[]string{"info"}, exitcodes.Usage, "needs at least one STORE"},
 		{[]string{"info", "--bogus", sp}, exitcodes.Usage, "flag provided but not defined"},
 		{[]string{"nosuchcommand"}, exitcodes.Usage, "unknown command"},
-		{[]string{"ls", enc}, exitcodes.Encrypted, "usmtutils /extract"},
-		{[]string{"ls", plainMIG}, exitcodes.Unsupported, "usmtutils /extract"},
+		// ls lists a MIG's records (TestLsMIG); extract cannot read them.
+		{[]string{"extract", enc, filepath.Join(dir, "x-enc")}, exitcodes.Encrypted, "usmtutils /extract"},
+		{[]string{"extract", plainMIG, filepath.Join(dir, "x-mig")}, exitcodes.Unsupported, "usmtutils /extract"},
 		{[]string{"ls", share.Root}, exitcodes.NoStore, "state migration point share"},
 		{[]string{"info", enc}, exitcodes.OK, ""},
 		{[]string{"info", share.Root}, exitcodes.OK, ""},

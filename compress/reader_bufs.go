@@ -34,6 +34,10 @@ const maxFreeDecodedBufs = 2
 
 var freeDecodedBufs = make(chan []byte, maxFreeDecodedBufs)
 
+// decodedBufsReturned counts the buffers given back to freeDecodedBufs
+// (tests: the list itself may be empty again by the time they look).
+var decodedBufsReturned atomic.Int64
+
 // decodedBuf is a pooled buffer with its users counted.
 type decodedBuf struct {
 	b    []byte
@@ -83,6 +87,7 @@ func (cb *decodedBuf) unref() {
 	if cb.refs.Add(-1) == 0 {
 		select {
 		case freeDecodedBufs <- cb.b[:cap(cb.b)]:
+			decodedBufsReturned.Add(1)
 		default:
 		}
 	}

@@ -32,7 +32,56 @@ func openDirStore(kind Kind, version, level string, input, roots []string, notes
 	s := &dirStore{roots: roots}
 	s.info = Info{Kind: kind, Version: version, Level: level, Input: input, Roots: roots, Notes: notes}
 	s.info.Control = s.findControl()
+	s.info.MissingData = s.findMissingData()
 	return s, nil
+}
+
+// findMissingData checks the File folder of a USMT layout on every volume
+// holding a catalog: ScanState hides File, so a copy made by a tool that
+// skips hidden items keeps catalog.mig alone; and children of File that
+// are not drive folders (C$, D$, ...) map to no Windows path, so no
+// listing shows them.
+func (s *dirStore) findMissingData() []string {
+	var usmt string
+	switch s.info.Kind {
+	case KindUSMTDir:
+		usmt = "USMT"
+	case KindUSMT3Dir:
+		usmt = "USMT3"
+	default:
+		return nil
+	}
+	var out []string
+	for vol := range s.roots {
+		hasCatalog := false
+		for _, c := range s.info.Control {
+			if c.Volume == vol && c.Name == "catalog.mig" {
+				hasCatalog = true
+			}
+		}
+		fileDir := s.full(vol, usmt+"/File")
+		names, err := s.readDirNames(fileDir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if hasCatalog || len(s.roots) == 1 {
+				out = append(out, fmt.Sprintf("File folder missing: %s does not exist (a copy that skipped hidden folders keeps catalog.mig alone)", fileDir))
+			}
+			continue
+		case err != nil:
+			out = append(out, fmt.Sprintf("File folder unreadable: %s: %v", fileDir, err))
+			continue
+		case len(names) == 0:
+			out = append(out, fmt.Sprintf("File folder empty: %s holds no drive folder", fileDir))
+			continue
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if !isDriveFolder(n) {
+				out = append(out, fmt.Sprintf("not a drive folder: %s/%s is left out of the store (only drive folders such as C$ map to Windows paths)", fileDir, n))
+			}
+		}
+	}
+	return out
 }
 
 // Info implements Store. Clashes are filled as walks discover them.

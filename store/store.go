@@ -188,6 +188,11 @@ type Info struct {
 	// Warnings are risks to the store or the live data every command must
 	// show (a volume where reads update access times, ...).
 	Warnings []string
+	// MissingData names data a USMT layout requires but the store lacks:
+	// a File folder that is missing or empty, entries in File that are not
+	// drive folders (left out of every listing). Each makes info and verify
+	// partial (exit 3).
+	MissingData []string
 	// MIG is set for KindMIG: what the structural walk found.
 	MIG *MIGInfo
 }

@@ -61,9 +61,11 @@ type infoReport struct {
 	Clashes   []string            `json:"clashes"`
 	Notes     []string            `json:"notes"`
 	Warnings  []string            `json:"warnings"`
-	Summary   *store.Summary      `json:"summary,omitempty"`
-	MIG       *store.MIGInfo      `json:"mig,omitempty"`
-	Members   []store.Member      `json:"stores,omitempty"`
+	// MissingData: see store.Info.MissingData; any entry makes info exit 3.
+	MissingData []string       `json:"missing_data"`
+	Summary     *store.Summary `json:"summary,omitempty"`
+	MIG         *store.MIGInfo `json:"mig,omitempty"`
+	Members     []store.Member `json:"stores,omitempty"`
 }
 
 func detectAll(args []string, plain bool) ([]*store.Detection, error) {
@@ -129,6 +131,7 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 	info := s.Info()
 	rep.Kind, rep.Version, rep.Level, rep.Roots = info.Kind, info.Version, info.Level, info.Roots
 	rep.Encrypted, rep.Control, rep.Clashes, rep.Notes, rep.Warnings = info.Encrypted, info.Control, info.Clashes, info.Notes, info.Warnings
+	rep.MissingData = info.MissingData
 	rep.Summary, rep.Readable = sum, true
 	rep.StoreType = storeType(info.Kind, sum)
 	if perr := o.printInfo(rep); perr != nil {
@@ -137,7 +140,10 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	return partialErr(sum.ProblemCount, len(info.Clashes))
+	if perr := partialErr(sum.ProblemCount, len(info.Clashes)); perr != nil || len(info.MissingData) == 0 {
+		return perr
+	}
+	return fmt.Errorf("missing data: %s: %w", strings.Join(info.MissingData, "; "), exitcodes.ErrPartial)
 }
 
 // partialErr turns counts of unreadable entries and volume clashes into
@@ -252,6 +258,9 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 		}
 		for _, c := range r.Control {
 			fmt.Fprintf(w, "control:     %s (%s)\n", c.StorePath, progress.Bytes(c.Size))
+		}
+		for _, m := range r.MissingData {
+			fmt.Fprintf(w, "MISSING:     %s\n", m)
 		}
 		var drives []string
 		for _, d := range s.Drives {

@@ -396,6 +396,9 @@ func problemWords(s *verify.Summary) string {
 	} else if n > 1 {
 		p = append(p, fmt.Sprintf("%d archive-level problems", n))
 	}
+	if n := len(s.MissingData); n > 0 {
+		p = append(p, fmt.Sprintf("%d missing-data problem(s) (%s)", n, strings.Join(s.MissingData, "; ")))
+	}
 	if s.Catalog != verify.OK && s.Catalog != verify.CatalogNone {
 		p = append(p, "catalog "+strings.ToLower(string(s.Catalog)))
 	}
@@ -440,6 +443,9 @@ func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifest
 	fmt.Fprintf(w, "catalog:    %s\n", cat)
 	for _, e := range s.StoreErrors {
 		fmt.Fprintf(w, "damage:     %s\n", e)
+	}
+	for _, e := range s.MissingData {
+		fmt.Fprintf(w, "MISSING:    %s\n", e)
 	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(w, "note:       %s\n", n)

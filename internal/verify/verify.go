@@ -146,6 +146,10 @@ type Summary struct {
 	// StoreErrors is damage that belongs to no single entry (an archive
 	// whose TOC failed its checks).
 	StoreErrors []string `json:"store_errors,omitempty"`
+	// MissingData is data the store's layout requires but the store lacks
+	// (store.Info.MissingData): a missing or empty File folder, entries of
+	// File that are not drive folders. Each one is a problem.
+	MissingData []string `json:"missing_data,omitempty"`
 	// Archive says how an archive was checked: ArchiveIndex (through its
 	// TOC) or ArchiveSalvage (its index is damaged: the salvage walk).
 	// Empty for directory stores.
@@ -169,7 +173,7 @@ func (s *Summary) Damaged() int64 {
 
 // Problems is every count that makes the run not clean.
 func (s *Summary) Problems() int64 {
-	n := s.Corrupt + s.Changed + s.Missing + s.Extra + s.Unread + s.Skipped + int64(len(s.StoreErrors))
+	n := s.Corrupt + s.Changed + s.Missing + s.Extra + s.Unread + s.Skipped + int64(len(s.StoreErrors)) + int64(len(s.MissingData))
 	if s.Catalog != OK && s.Catalog != "" && s.Catalog != CatalogNone {
 		n++
 	}
@@ -217,6 +221,7 @@ func Run(ctx context.Context, s store.Store, o Options, emit func(*Result) error
 	sum := newSummary(&o)
 	defer func() { sum.Elapsed = time.Since(start) }()
 	info := s.Info()
+	sum.MissingData = append(sum.MissingData, info.MissingData...)
 	kind := info.Kind
 	if sk, ok := s.(sourceKinder); ok {
 		kind = sk.SourceKind()
@@ -554,6 +559,11 @@ func (v *run) catalog(complete bool) (Status, string) {
 	}
 	if len(v.control) == 0 && !usmt {
 		return CatalogNone, "this store kind has no catalog"
+	}
+	if worst == OK {
+		// Only presence and a full read were checked: whether LoadState
+		// can open the store is not known here.
+		return OK, "present and readable"
 	}
 	return worst, strings.Join(details, "; ")
 }

@@ -296,14 +296,8 @@ func (s *salvager) run(fn func(e *SalvagedEntry, data io.Reader) error) error {
 	}
 }
 
-func isZeros(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return len(b) > 0
-}
+// isZeros reports whether b is non-empty and all zeros.
+func isZeros(b []byte) bool { return len(b) > 0 && AllZero(b) }
 
 // entry handles one header frame and the data frames that follow it.
 func (s *salvager) entry(d *decoded, h *tar.Header, fn func(e *SalvagedEntry, data io.Reader) error) error {

@@ -334,7 +334,7 @@ func Write(ctx context.Context, out *os.File, src store.Store, opts WriteOptions
 		go func() {
 			defer wg.Done()
 			for j := range w.work {
-				if j.hole || (len(j.in) == w.chunkSize && allZero(j.in)) {
+				if j.hole || (len(j.in) == w.chunkSize && AllZero(j.in)) {
 					// Sparse files and preallocated images: a zero chunk
 					// always encodes to the same frame, so encode it once.
 					var zero []byte
@@ -453,8 +453,9 @@ func isHole(fd int, off, n int64) bool {
 
 var zeroBlock [64 << 10]byte
 
-// allZero reports whether b is all zeros, at memequal speed.
-func allZero(b []byte) bool {
+// AllZero reports whether b is all zeros, at memequal speed: a block
+// written as a hole (here, and by extract when it writes an archive's file).
+func AllZero(b []byte) bool {
 	for len(b) > 0 {
 		n := min(len(b), len(zeroBlock))
 		if !bytes.Equal(b[:n], zeroBlock[:n]) {

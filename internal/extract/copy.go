@@ -1,7 +1,6 @@
 package extract
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -112,7 +112,7 @@ func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, erro
 		}
 		want := int(min(readBuf, size-off))
 		b, err := next(want)
-		if len(b) == want && allZero(b) {
+		if len(b) == want && compress.AllZero(b) {
 			// Left as a hole: a sparse file stays sparse (an archive
 			// stores holes as zeros), and the file is cut to its size
 			// at the end.
@@ -161,19 +161,4 @@ func (w *writer) copyData(out *os.File, src store.File, size int64) (int64, erro
 func hasHoles(fd int, size int64) bool {
 	h, err := unix.Seek(fd, 0, unix.SEEK_HOLE)
 	return err == nil && h < size
-}
-
-// zeroBlock is compared against, a piece at a time.
-var zeroBlock [64 << 10]byte
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroBlock))
-		if !bytes.Equal(b[:n], zeroBlock[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }

@@ -21,19 +21,26 @@ type Detection struct {
 	Notes   []string
 	MIG     *MIGInfo // KindMIG only
 	Members []Member // KindSMP only
+	// Warnings are problems with a share copy as a whole (an SMPSTORE
+	// folder holding no store); each makes info and verify exit 3.
+	Warnings []string
 	// Archive-like kinds registered by other packages.
 	fileKind *FileKind
 }
 
-// Member is one store found in a state migration point share copy.
+// Member is one store found in a share copy (docs/cli.md, info --json
+// "stores"; the keys are part of the contract).
 type Member struct {
-	Share     string // the SMPSTORE folder name
-	ID        string // the 64-hex store id
-	Path      string // the store's folder (the StorePath)
-	Kind      Kind
-	Size      int64 // bytes on disk (the MIG file, or the sum of the files)
-	Encrypted bool
-	Err       string // why it could not be examined, if so
+	Share string `json:"share"` // the SMPSTORE folder name; "" for a store directly under the folder given
+	ID    string `json:"id"`    // the store's folder name (a 64-hex id on a real state migration point)
+	Path  string `json:"path"`  // the store's folder (the StorePath)
+	// Input is the path to give usmtkit to read this store: Path, or the
+	// USMT.MIG inside it when the copy holds a bare MIG.
+	Input     string `json:"input"`
+	Kind      Kind   `json:"kind,omitempty"`
+	Size      int64  `json:"size"` // bytes on disk (the MIG file, or the sum of the files; 0 when not measured)
+	Encrypted bool   `json:"encrypted"`
+	Err       string `json:"error,omitempty"` // why it could not be examined, if so
 }
 
 // Detect identifies the store at path, accepting any level a user is
@@ -41,16 +48,28 @@ type Member struct {
 // folder, the USMT.MIG file, an SMP share copy, a usmtkit archive, or a
 // plain directory. Nothing is opened for writing.
 func Detect(path string) (*Detection, error) {
-	return detect(path, false)
+	return DetectWith(path, DetectOptions{})
 }
 
 // DetectPlain is Detect, but a directory without a USMT layout is opened
 // as a plain tree even when a store lies one level below it.
 func DetectPlain(path string) (*Detection, error) {
-	return detect(path, true)
+	return DetectWith(path, DetectOptions{Plain: true})
 }
 
-func detect(path string, plainOK bool) (*Detection, error) {
+// DetectOptions change what Detect does.
+type DetectOptions struct {
+	// Plain: a directory without a USMT layout is a plain tree even when
+	// a store lies one level below it.
+	Plain bool
+	// NoSizes: the folder stores of a share copy are not walked to sum
+	// their sizes (Member.Size stays 0); for callers that walk them anyway.
+	NoSizes bool
+}
+
+// DetectWith is Detect with options.
+func DetectWith(path string, opt DetectOptions) (*Detection, error) {
+	plainOK := opt.Plain
 	if path == "" {
 		return nil, fmt.Errorf("%w: empty path", ErrNoStore)
 	}
@@ -78,7 +97,7 @@ func detect(path string, plainOK bool) (*Detection, error) {
 	if ok := detectUSMTDir(d, abs); ok {
 		return d, nil
 	}
-	if ok, err := detectSMP(d, abs); ok || err != nil {
+	if ok, err := detectSMP(d, abs, !opt.NoSizes); ok || err != nil {
 		return d, err
 	}
 	if !plainOK {
@@ -242,7 +261,8 @@ func storeBelow(abs string) string {
 	return ""
 }
 
-// isStoreID reports whether name is a 64-hex SMP store id.
+// isStoreID reports whether name is a 64-hex SMP store id (the naming of
+// the one public example, docs/stores.md; not required of a member).
 func isStoreID(name string) bool {
 	if len(name) != 64 {
 		return false
@@ -256,74 +276,187 @@ func isStoreID(name string) bool {
 	return true
 }
 
-// detectSMP recognises a copy of a state migration point share: either
-// the share root (holding SMPSTORE* folders) or one SMPSTORE folder
-// (holding 64-hex store ids).
-func detectSMP(d *Detection, abs string) (bool, error) {
+func isShareFolderName(name string) bool {
+	return strings.HasPrefix(strings.ToUpper(name), "SMPSTORE")
+}
+
+// memberAt tells whether dir is a store at one of the depths a share copy
+// can hold one (docs/stores.md, "Share copies"): dir holds USMT/ or USMT3/
+// with File or catalog.mig, or USMT/USMT.MIG (USMT3/USMT3.MIG), or a bare
+// USMT.MIG / USMT3.MIG (a copy that flattened the USMT folder). found is
+// false when none of them is there; m.Err is set when one is there but
+// cannot be read (a MIG without its signature).
+func memberAt(share, dir string, measure bool) (m Member, found bool) {
+	m = Member{Share: share, ID: filepath.Base(dir), Path: dir, Input: dir}
+	var md Detection
+	md.Input = dir
+	switch {
+	case detectUSMTDir(&md, dir) && md.Level == LevelStorePath:
+		m.Kind = md.Kind
+		if md.MIG != nil {
+			m.Size, m.Encrypted = md.MIG.Size, md.MIG.Encrypted
+			return m, true
+		}
+		if measure {
+			m.Size = treeSize(dir)
+		}
+		return m, true
+	}
+	// A USMT folder whose MIG is not readable, or a bare MIG.
+	for _, v := range []struct{ folder, mig string }{{"USMT", "USMT.MIG"}, {"USMT3", "USMT3.MIG"}, {"", "USMT.MIG"}, {"", "USMT3.MIG"}} {
+		base := dir
+		if v.folder != "" {
+			if base = childFold(dir, v.folder); base == "" {
+				continue
+			}
+		}
+		mig := childFold(base, v.mig)
+		if mig == "" {
+			continue
+		}
+		if fi, err := os.Stat(mig); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		m.Kind = KindMIG
+		if v.folder == "" {
+			m.Input = mig // the folder alone is no store: give the file
+		}
+		info, err := WalkMIG(mig)
+		if err != nil {
+			m.Err = err.Error()
+			return m, true
+		}
+		m.Size, m.Encrypted = info.Size, info.Encrypted
+		return m, true
+	}
+	return m, false
+}
+
+// treeSize sums the regular files under dir (bytes on disk as listed).
+func treeSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, de fs.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			if fi, err := de.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// detectSMP recognises a copy of a state migration point share, or any
+// folder of store copies (docs/stores.md, "Share copies"):
+//   - a folder holding SMPSTORE* folders, each holding store folders;
+//   - one SMPSTORE* folder;
+//   - a folder holding store folders directly: two or more, or one named
+//     as a 64-hex store id or holding a bare USMT.MIG. A single store
+//     folder under any other name is a path given one level too high, and
+//     is left to storeBelow's hint.
+//
+// Store folders may have any name. Inside an SMPSTORE folder a child folder
+// holding no store is listed as a member with its error; an SMPSTORE
+// folder holding no store at all is a warning. Both make info and verify
+// exit 3. Folders at the top holding no store are named in a note.
+func detectSMP(d *Detection, abs string, measure bool) (bool, error) {
 	ents, err := os.ReadDir(abs)
 	if err != nil {
 		return false, nil
 	}
 	var shares []string
-	ids := 0
+	var direct []Member
+	var others []string
+	hexOrBare := false
 	for _, e := range ents {
 		if !e.IsDir() {
 			continue
 		}
-		if strings.HasPrefix(strings.ToUpper(e.Name()), "SMPSTORE") {
-			shares = append(shares, filepath.Join(abs, e.Name()))
-		} else if isStoreID(e.Name()) {
-			ids++
+		p := filepath.Join(abs, e.Name())
+		if isShareFolderName(e.Name()) {
+			shares = append(shares, p)
+			continue
 		}
+		m, ok := memberAt("", p, measure)
+		if !ok {
+			others = append(others, e.Name())
+			continue
+		}
+		if isStoreID(e.Name()) || m.Input != m.Path {
+			hexOrBare = true
+		}
+		direct = append(direct, m)
 	}
+	self := isShareFolderName(filepath.Base(abs))
 	switch {
-	case len(shares) > 0:
-	case ids > 0:
+	case self && len(shares) == 0:
+		// One SMPSTORE folder given: its children are the members.
+		d.Kind, d.Level, d.Root = KindSMP, LevelShare, abs
+		direct = nil
 		shares = []string{abs}
+		others = nil
+	case len(shares) > 0, len(direct) > 1, len(direct) == 1 && hexOrBare:
+		d.Kind, d.Level, d.Root = KindSMP, LevelShare, abs
 	default:
 		return false, nil
 	}
-	sort.Strings(shares)
-	d.Kind, d.Level, d.Root = KindSMP, LevelShare, abs
+	d.Members = append(d.Members, direct...)
 	for _, sh := range shares {
+		name := filepath.Base(sh)
 		kids, err := os.ReadDir(sh)
 		if err != nil {
-			d.Members = append(d.Members, Member{Share: filepath.Base(sh), Path: sh, Err: err.Error()})
+			d.Members = append(d.Members, Member{Share: name, Path: sh, Input: sh, Err: err.Error()})
 			continue
 		}
+		found := 0
 		for _, k := range kids {
-			if !k.IsDir() || !isStoreID(k.Name()) {
+			if !k.IsDir() {
 				continue
 			}
-			d.Members = append(d.Members, describeMember(filepath.Base(sh), filepath.Join(sh, k.Name()), k.Name()))
+			m, ok := memberAt(name, filepath.Join(sh, k.Name()), measure)
+			if !ok {
+				m.Err = "no USMT store inside (no USMT/ or USMT3/ with File or catalog.mig, no USMT.MIG): an incomplete copy?"
+			} else {
+				found++
+			}
+			d.Members = append(d.Members, m)
 		}
+		if found == 0 {
+			d.Warnings = append(d.Warnings, fmt.Sprintf("%s holds no store (no folder with USMT/, USMT3/ or a USMT.MIG): the copy of this share may be incomplete", sh))
+		}
+	}
+	sort.SliceStable(d.Members, func(i, j int) bool {
+		a, b := d.Members[i], d.Members[j]
+		if a.Share != b.Share {
+			return a.Share < b.Share
+		}
+		return a.ID < b.ID
+	})
+	if len(others) > 0 {
+		sort.Strings(others)
+		list := others
+		if len(list) > 10 {
+			list = list[:10]
+		}
+		more := ""
+		if len(others) > len(list) {
+			more = fmt.Sprintf(" and %d more", len(others)-len(list))
+		}
+		d.Notes = append(d.Notes, fmt.Sprintf("%d folder(s) of %s hold no store and were left out: %s%s", len(others), abs, strings.Join(list, ", "), more))
 	}
 	return true, nil
 }
 
-func describeMember(share, path, id string) Member {
-	m := Member{Share: share, ID: id, Path: path}
-	var md Detection
-	md.Input = path
-	if !detectUSMTDir(&md, path) {
-		m.Err = "no USMT store inside"
-		return m
-	}
-	m.Kind = md.Kind
-	if md.MIG != nil {
-		m.Size = md.MIG.Size
-		m.Encrypted = md.MIG.Encrypted
-		return m
-	}
-	_ = filepath.WalkDir(path, func(_ string, de fs.DirEntry, err error) error {
-		if err == nil && de.Type().IsRegular() {
-			if fi, err := de.Info(); err == nil {
-				m.Size += fi.Size()
-			}
+// Problems lists what makes a share listing partial: its warnings and the
+// members that could not be examined. Empty for other kinds.
+func (d *Detection) Problems() []string {
+	p := append([]string{}, d.Warnings...)
+	for _, m := range d.Members {
+		if m.Err != "" {
+			p = append(p, m.Path+": "+m.Err)
 		}
-		return nil
-	})
-	return m
+	}
+	return p
 }
 
 // Open detects and opens a store. Several paths are opened together as one

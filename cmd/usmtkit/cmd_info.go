@@ -117,8 +117,14 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 		if len(ds) > 1 {
 			return exitcodes.Usagef("give one state migration point share copy at a time")
 		}
-		rep.StoreType, rep.Roots, rep.Members = "share", []string{d.Root}, d.Members
-		return o.printInfo(rep)
+		rep.StoreType, rep.Roots, rep.Members, rep.Warnings = "share", []string{d.Root}, d.Members, d.Warnings
+		if err := o.printInfo(rep); err != nil {
+			return err
+		}
+		if p := d.Problems(); len(p) > 0 {
+			return fmt.Errorf("share copy %s: %d problem(s): %s: %w", d.Root, len(p), strings.Join(p, "; "), exitcodes.ErrPartial)
+		}
+		return nil
 	}
 	s, err := openDetected(&o.globalOptions, ds)
 	if err != nil {
@@ -244,11 +250,15 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 	case store.KindSMP:
 		fmt.Fprintf(w, "stores:      %d\n", len(r.Members))
 		for _, m := range r.Members {
+			name := strings.TrimPrefix(m.Share+"/"+m.ID, "/")
 			if m.Err != "" {
-				fmt.Fprintf(w, "  %s/%s  %s\n", m.Share, m.ID, m.Err)
+				fmt.Fprintf(w, "  %s  PROBLEM: %s\n", name, m.Err)
 				continue
 			}
-			fmt.Fprintf(w, "  %s/%s  %-12s %10s  encrypted: %s\n", m.Share, m.ID, m.Kind, progress.Bytes(m.Size), yesNo(m.Encrypted))
+			fmt.Fprintf(w, "  %s  %-12s %10s  encrypted: %s\n", name, m.Kind, progress.Bytes(m.Size), yesNo(m.Encrypted))
+		}
+		for _, x := range r.Warnings {
+			fmt.Fprintf(w, "WARNING:     %s\n", x)
 		}
 	default:
 		s := r.Summary

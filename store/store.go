@@ -198,11 +198,12 @@ type Info struct {
 }
 
 // ControlFile is a store metadata file: present, its size and where it is.
+// The JSON keys are part of info --json (docs/cli.md).
 type ControlFile struct {
-	Name      string // "catalog.mig", "migstate.dat", "status.~lg"
-	StorePath string
-	Size      int64
-	Volume    int
+	Name      string `json:"name"` // "catalog.mig", "migstate.dat", "status.~lg"
+	StorePath string `json:"store_path"`
+	Size      int64  `json:"size"`
+	Volume    int    `json:"volume"`
 }
 
 // Levels a user path may be found at.

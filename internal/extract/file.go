@@ -71,6 +71,17 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 	}
 	out := os.NewFile(uintptr(fd), w.dest+"/"+joinRel(d.rel, tmp))
 	n, cerr := w.copyData(out, src, e.Size)
+	// The rename is the commit point: whatever is under the real name
+	// must be whole, times included. The times are set on the temporary
+	// file, before its data is made durable and it is renamed, so a run
+	// killed right after the rename leaves a file that --skip-existing
+	// recognises (same size and time), not one with the time of the
+	// write, which it would call a conflict. They are set again after
+	// the rename (where a failure is counted): fusefat stamps the time of
+	// the rename on the new name, so there the window stays.
+	if cerr == nil {
+		futimens(fd, fileTimes(e))
+	}
 	if cerr == nil && w.perFileSync {
 		if serr := out.Sync(); serr != nil && !errors.Is(serr, unix.EINVAL) {
 			cerr = &fatalError{fmt.Errorf("writing %s/%s: %w", w.dest, rel, serr)}

@@ -12,17 +12,21 @@ import (
 	"github.com/usmtkit/usmtkit/store"
 )
 
+// fileTimes is the access and last write time written for e.
+func fileTimes(e *store.Entry) []unix.Timespec {
+	return []unix.Timespec{unix.NsecToTimespec(e.AtimeNs), unix.NsecToTimespec(e.MtimeNs)}
+}
+
 // applyMeta sets the times (ns precision) and, where the target keeps
 // them, the creation time and Windows attributes of a written file or
 // folder. fd is an open descriptor of it, or -1. Failures are counted and
 // reported, never fatal.
 func (w *writer) applyMeta(dirfd int, name string, fd int, e *store.Entry, rel string) {
-	ts := []unix.Timespec{unix.NsecToTimespec(e.AtimeNs), unix.NsecToTimespec(e.MtimeNs)}
 	var err error
 	if fd >= 0 {
-		err = futimens(fd, ts)
+		err = futimens(fd, fileTimes(e))
 	} else {
-		err = unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		err = unix.UtimesNanoAt(dirfd, name, fileTimes(e), unix.AT_SYMLINK_NOFOLLOW)
 	}
 	if err != nil {
 		w.metaFailed(rel, "setting times", err)
@@ -37,8 +41,7 @@ func (w *writer) applyMeta(dirfd int, name string, fd int, e *store.Entry, rel s
 	ofd := fd
 	if ofd < 0 {
 		flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
-		ofd, err = unix.Openat(dirfd, name, flags, 0)
-		if err != nil {
+		if ofd, err = unix.Openat(dirfd, name, flags, 0); err != nil {
 			w.metaFailed(rel, "opening to set attributes", err)
 			return
 		}

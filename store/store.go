@@ -193,6 +193,9 @@ type Info struct {
 	// drive folders (left out of every listing). Each makes info and verify
 	// partial (exit 3).
 	MissingData []string
+	// OtherVolumes are the store's folders on other mounted volumes
+	// (OpenVolumes): opened with the others, or named in a warning.
+	OtherVolumes []OtherVolume
 	// MIG is set for KindMIG: what the structural walk found.
 	MIG *MIGInfo
 }

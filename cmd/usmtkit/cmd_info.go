@@ -62,10 +62,12 @@ type infoReport struct {
 	Notes     []string            `json:"notes"`
 	Warnings  []string            `json:"warnings"`
 	// MissingData: see store.Info.MissingData; any entry makes info exit 3.
-	MissingData []string       `json:"missing_data"`
-	Summary     *store.Summary `json:"summary,omitempty"`
-	MIG         *store.MIGInfo `json:"mig,omitempty"`
-	Members     []store.Member `json:"stores,omitempty"`
+	MissingData []string `json:"missing_data"`
+	// OtherVolumes: the store's folders on other mounted volumes (store.OpenVolumes).
+	OtherVolumes []store.OtherVolume `json:"other_volumes"`
+	Summary      *store.Summary      `json:"summary,omitempty"`
+	MIG          *store.MIGInfo      `json:"mig,omitempty"`
+	Members      []store.Member      `json:"stores,omitempty"`
 }
 
 func detectAll(args []string, plain bool) ([]*store.Detection, error) {
@@ -137,7 +139,7 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 	info := s.Info()
 	rep.Kind, rep.Version, rep.Level, rep.Roots = info.Kind, info.Version, info.Level, info.Roots
 	rep.Encrypted, rep.Control, rep.Clashes, rep.Notes, rep.Warnings = info.Encrypted, info.Control, info.Clashes, info.Notes, info.Warnings
-	rep.MissingData = info.MissingData
+	rep.MissingData, rep.OtherVolumes = info.MissingData, info.OtherVolumes
 	rep.Summary, rep.Readable = sum, true
 	rep.StoreType = storeType(info.Kind, sum)
 	if perr := o.printInfo(rep); perr != nil {
@@ -199,6 +201,9 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 		if r.Control == nil {
 			r.Control = []store.ControlFile{}
 		}
+		if r.OtherVolumes == nil {
+			r.OtherVolumes = []store.OtherVolume{}
+		}
 		return writeJSON(w, r)
 	}
 	kind := string(r.Kind)
@@ -212,6 +217,13 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 		fmt.Fprintf(w, "volumes:     %d: %s\n", len(r.Roots), strings.Join(r.Roots, ", "))
 	} else if len(r.Roots) == 1 {
 		fmt.Fprintf(w, "root:        %s\n", r.Roots[0])
+	}
+	for _, v := range r.OtherVolumes {
+		if v.Opened {
+			fmt.Fprintf(w, "also on:     %s (%s on %s; opened by --all-volumes)\n", v.Path, v.FSType, v.MountPoint)
+		} else {
+			fmt.Fprintf(w, "NOT READ:    this store also has data on %s (%s on %s): pass --all-volumes or name it too\n", v.Path, v.FSType, v.MountPoint)
+		}
 	}
 	fmt.Fprintf(w, "encrypted:   %s\n", yesNo(r.Encrypted))
 	switch r.Kind {

@@ -80,8 +80,10 @@ func openStores(g *globalOptions, paths []string, plain bool) (store.Store, erro
 
 // openDetected opens detected stores and prints their warnings on stderr:
 // every command shows them, even with -q, since they are about the data.
+// It is the one place the commands open a store, so it is where the
+// store's other volumes are looked for (and opened with --all-volumes).
 func openDetected(g *globalOptions, ds []*store.Detection) (store.Store, error) {
-	s, err := store.OpenDetected(ds)
+	s, err := store.OpenVolumes(ds, store.VolumeOptions{All: g.AllVolumes, Skip: skipVolume})
 	if err != nil {
 		return nil, err
 	}

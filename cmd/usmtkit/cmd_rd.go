@@ -37,6 +37,11 @@ store's own entries on every volume given (every StorePath folder, then the
 folder itself) and nothing else: symlinks are removed as links and never
 followed, mount points inside the store are neither entered nor removed.
 
+A hard-link store has a folder of the same name on every NTFS volume holding
+migrated data. rd looks for them on every mounted volume and refuses (exit 1,
+nothing removed, even with --force) unless every one is given or
+--all-volumes is passed; then all are checked and removed together.
+
 It refuses (nothing removed, exit 1) unless --force when:
   - a file exists only in the store (ONLY-IN-STORE, STALE, or a COPY whose
     content differs): deleting the store would lose it; this needs --live;
@@ -51,6 +56,7 @@ What could not be removed is listed (exit 3). See docs/hardlinks.md.
 Examples:
    usmtkit rd /mnt/c/USMTMIG --live C=/mnt/c
    usmtkit rd /mnt/c/USMTMIG /mnt/d/USMTMIG --live C=/mnt/c --live D=/mnt/d --yes
+   usmtkit rd /mnt/c/USMTMIG --all-volumes --live C=/mnt/c --live D=/mnt/d --yes
 
 ` + exitcodes.Table,
 		Flags: []cli.Flag{
@@ -113,6 +119,11 @@ func runRd(ctx context.Context, o *rdOptions, args []string) error {
 	default:
 		s.Close()
 		return fmt.Errorf("%s is a %s store, not a folder: delete it with rm after checking it; rd removes directory stores", strings.Join(args, ", "), info.Kind)
+	}
+	if missing := unopenedVolumes(info); len(missing) > 0 {
+		s.Close()
+		return fmt.Errorf("refusing to remove the store: it also has data on %s, which was not given; removing one volume's part would leave the rest (UsmtUtils /rd removes a store from every volume it spans): name every volume's store folder or pass --all-volumes; nothing was removed",
+			strings.Join(missing, ", "))
 	}
 	roots := append([]string(nil), info.Roots...)
 	for _, r := range roots {
@@ -188,6 +199,18 @@ func runRd(ctx context.Context, o *rdOptions, args []string) error {
 		return fmt.Errorf("%d entries could not be removed (listed above); fix the cause and run rd again: %w", res.Skipped, exitcodes.ErrPartial)
 	}
 	return nil
+}
+
+// unopenedVolumes lists the store's folders on other volumes that are not
+// part of the opened store.
+func unopenedVolumes(info *store.Info) []string {
+	var out []string
+	for _, v := range info.OtherVolumes {
+		if !v.Opened {
+			out = append(out, v.Path)
+		}
+	}
+	return out
 }
 
 // foreignEntries lists what a USMT StorePath holds besides its USMT or

@@ -36,6 +36,9 @@ type globalOptions struct {
 	// Progress is true when progress lines should be drawn (stderr is a
 	// terminal and not -q).
 	Progress bool
+	// AllVolumes opens a store's folders on every other mounted volume
+	// with it (--all-volumes; see volumes.go).
+	AllVolumes bool
 }
 
 func (g *globalOptions) meter(label string) *progress.Meter {
@@ -95,6 +98,7 @@ folder, USMT\File, a drive folder like USMT\File\C$, or the file itself.
 		},
 	}
 	for _, cmd := range app.Commands {
+		addVolumeFlag(cmd)
 		cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
 			return exitcodes.Usagef(err.Error())
 		}

@@ -125,7 +125,12 @@ func NewClient(cfg Config) (*Client, error) {
 		&credentials.FileAWSCredentials{},
 		&credentials.IAM{Client: &http.Client{Transport: http.DefaultTransport}},
 	})
+	transport, err := newCountingTransport(u.Scheme == "https")
+	if err != nil {
+		return nil, err
+	}
 	mc, err := minio.New(u.Host, &minio.Options{
+		Transport:    transport,
 		Creds:        creds,
 		Secure:       u.Scheme == "https",
 		Region:       region,

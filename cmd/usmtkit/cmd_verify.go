@@ -260,7 +260,10 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	var sum *verify.Summary
 	var runErr error
 	if salvage != nil {
-		sum, runErr = verify.RunSalvage(ctx, ds[0].Root, salvage, vo, emit)
+		sum, runErr = runVerifySalvage(ctx, ds[0].Root, salvage, vo, emit)
+		if sum == nil {
+			return runErr // the archive could not be opened again
+		}
 	} else {
 		sum, runErr = verify.Run(ctx, s, vo, emit)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/objstore"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -110,7 +111,9 @@ folder, USMT\File, a drive folder like USMT\File\C$, or the file itself.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g := &globalOptions{Stdout: stdout, Stderr: stderr}
 	app := newApp(g)
+	before := objstore.Requests()
 	err := app.RunContext(ctx, permuteArgs(app, args))
+	reportRequests(g.Stderr, before)
 	if err == nil && len(args) > 1 {
 		if _, unknown := findCommand(app, args[1:]); unknown {
 			return exitcodes.Usage
@@ -226,6 +229,21 @@ func main() {
 	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// requestsEnv asks for the object-storage requests a command sent, on
+// stderr when it ends (docs/object-storage.md; scripts/bench/s3.sh).
+const requestsEnv = "USMTKIT_S3_REQUESTS"
+
+// reportRequests prints the requests sent since before, when asked and
+// when there were any.
+func reportRequests(w io.Writer, before objstore.RequestCounts) {
+	if os.Getenv(requestsEnv) == "" {
+		return
+	}
+	if d := objstore.Requests().Since(before); d.Total() > 0 {
+		fmt.Fprintf(w, "usmtkit: s3 requests: %s\n", d)
+	}
 }
 
 // writeJSON prints one indented JSON object: the --json report of a

@@ -10,6 +10,7 @@ import (
 
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/verify"
 	"github.com/usmtkit/usmtkit/objstore"
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -111,4 +112,18 @@ func createObjectArchive(ctx context.Context, name string, src store.Store, opts
 		return nil, err
 	}
 	return res, nil
+}
+
+// runVerifySalvage checks an archive whose index is damaged by the salvage
+// walk, reading it from disk or, for s3://BUCKET/KEY, by ranged GETs.
+func runVerifySalvage(ctx context.Context, archive string, indexErr error, vo verify.Options, emit func(*verify.Result) error) (*verify.Summary, error) {
+	if !objstore.IsURL(archive) {
+		return verify.RunSalvage(ctx, archive, indexErr, vo, emit)
+	}
+	r, err := openObject(ctx, archive)
+	if err != nil {
+		return nil, fmt.Errorf("verifying archive %w", err)
+	}
+	defer r.Close()
+	return verify.RunSalvageReaderAt(ctx, r, r.Size(), archive, indexErr, vo, emit)
 }

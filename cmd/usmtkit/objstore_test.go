@@ -298,3 +298,64 @@ func dropTimes(s string) string {
 	}
 	return strings.Join(keep, "\n")
 }
+
+// USMTKIT_S3_REQUESTS prints what a command sent, and the counts are the
+// ones docs/object-storage.md promises: opening an archive with a small
+// TOC is 1 HEAD and 1 GET, and info and ls need nothing more.
+func TestObjectStoreRequestCounts(t *testing.T) {
+	c := s3Bucket(t, "counts")
+	dir := t.TempDir()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
+	local := filepath.Join(dir, "pc.tar.zst")
+	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--chunk-size", "64KiB", "--level", "fastest"); code != 0 {
+		t.Fatalf("compress: %d %s", code, stderr)
+	}
+	remote := "s3://counts/pc.tar.zst"
+	putFile(t, c, local, remote)
+	t.Setenv(requestsEnv, "1")
+	for _, cmd := range []string{"info", "ls"} {
+		code, _, stderr := runCLI(t, cmd, remote)
+		if want := "usmtkit: s3 requests: 1 HEAD, 1 GET, 0 PUT, 0 POST, 0 DELETE, 0 other;"; code != 0 || !strings.Contains(stderr, want) {
+			t.Errorf("%s: exit %d, stderr %q, want %q", cmd, code, stderr, want)
+		}
+	}
+	// The archive is under 1 MiB: verify reads it all from the same block.
+	if code, _, stderr := runCLI(t, "verify", remote); code != 0 || !strings.Contains(stderr, "1 HEAD, 1 GET,") {
+		t.Errorf("verify: exit %d, stderr %q", code, stderr)
+	}
+	// Nothing is printed for a local archive, nor without the variable.
+	if _, _, stderr := runCLI(t, "info", local); strings.Contains(stderr, "s3 requests") {
+		t.Errorf("info of a local archive printed requests: %q", stderr)
+	}
+	t.Setenv(requestsEnv, "")
+	if _, _, stderr := runCLI(t, "info", remote); strings.Contains(stderr, "s3 requests") {
+		t.Errorf("requests printed without %s: %q", requestsEnv, stderr)
+	}
+}
+
+// verify of an archive in a bucket whose footer is damaged runs the
+// salvage walk by ranged GETs, with the same verdict as on disk.
+func TestObjectStoreVerifyDamagedIndex(t *testing.T) {
+	c := s3Bucket(t, "damaged")
+	dir := t.TempDir()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
+	local := filepath.Join(dir, "pc.tar.zst")
+	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--chunk-size", "64KiB", "--level", "fastest"); code != 0 {
+		t.Fatalf("compress: %d %s", code, stderr)
+	}
+	fi, err := os.Stat(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, local, fi.Size()-2) // the footer's magic
+	remote := "s3://damaged/pc.tar.zst"
+	putFile(t, c, local, remote)
+	lc, lout, _ := runCLI(t, "verify", local)
+	rc, rout, rerr := runCLI(t, "verify", remote)
+	if lc != exitcodes.Partial || rc != lc {
+		t.Fatalf("verify of a damaged footer: disk exit %d, bucket exit %d: %s", lc, rc, rerr)
+	}
+	if !strings.Contains(rout, "salvage walk") || dropTimes(strings.ReplaceAll(rout, remote, local)) != dropTimes(lout) {
+		t.Errorf("the bucket's verify differs from the disk's:\n%s\n---\n%s", lout, rout)
+	}
+}

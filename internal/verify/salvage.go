@@ -47,6 +47,21 @@ func IndexDamaged(err error) bool {
 // The walk remembers, per regular file, a hash of its path with its size
 // and content hash (about 60 bytes) to resolve later hard links to it.
 func RunSalvage(ctx context.Context, path string, indexErr error, o Options, emit func(*Result) error) (*Summary, error) {
+	return runSalvage(ctx, indexErr, o, emit, func(fn func(e *compress.SalvagedEntry, data io.Reader) error) (*compress.SalvageReport, error) {
+		return compress.Salvage(ctx, path, fn)
+	})
+}
+
+// RunSalvageReaderAt is RunSalvage of an archive read through r (an
+// object in a bucket), name being how it is called in messages.
+func RunSalvageReaderAt(ctx context.Context, r io.ReaderAt, size int64, name string, indexErr error, o Options, emit func(*Result) error) (*Summary, error) {
+	return runSalvage(ctx, indexErr, o, emit, func(fn func(e *compress.SalvagedEntry, data io.Reader) error) (*compress.SalvageReport, error) {
+		return compress.SalvageReaderAt(ctx, r, size, name, fn)
+	})
+}
+
+func runSalvage(ctx context.Context, indexErr error, o Options, emit func(*Result) error,
+	walk func(fn func(e *compress.SalvagedEntry, data io.Reader) error) (*compress.SalvageReport, error)) (*Summary, error) {
 	start := time.Now()
 	sum := newSummary(&o)
 	defer func() { sum.Elapsed = time.Since(start) }()
@@ -71,7 +86,7 @@ func RunSalvage(ctx context.Context, path string, indexErr error, o Options, emi
 	if err := v.item(&manifest.Item{Entry: store.Entry{Type: store.TypeDir, Nlink: 1}}); err != nil {
 		return v.finish(err)
 	}
-	rep, err := compress.Salvage(ctx, path, sv.entry)
+	rep, err := walk(sv.entry)
 	if rep != nil {
 		sum.Salvage.Intact, sum.Salvage.Damaged, sum.Salvage.Lost = rep.Intact, rep.DamagedCount, rep.LostCount
 		sum.Salvage.TOCFound, sum.Salvage.EndOfArchive = rep.TOCFound, rep.EndOfArchive

@@ -1,0 +1,102 @@
+package objstore
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// Request counting: every HTTP request the client sends (retries
+// included) is counted by method, and the response bytes received, so
+// scripts/bench/s3.sh and a technician on a metered link can see what a
+// command cost (USMTKIT_S3_REQUESTS, docs/object-storage.md). The counts
+// are for the whole process.
+
+// RequestCounts is a snapshot of the requests sent so far.
+type RequestCounts struct {
+	HEAD, GET, PUT, POST, DELETE, Other int64
+	// BytesIn is response body bytes received (GET data, XML answers).
+	BytesIn int64
+	// BytesOut is request body bytes sent (uploaded parts).
+	BytesOut int64
+}
+
+func (c RequestCounts) String() string {
+	return fmt.Sprintf("%d HEAD, %d GET, %d PUT, %d POST, %d DELETE, %d other; %d bytes received, %d sent",
+		c.HEAD, c.GET, c.PUT, c.POST, c.DELETE, c.Other, c.BytesIn, c.BytesOut)
+}
+
+// Total is the number of requests of any method.
+func (c RequestCounts) Total() int64 {
+	return c.HEAD + c.GET + c.PUT + c.POST + c.DELETE + c.Other
+}
+
+var counters struct {
+	head, get, put, post, del, other atomic.Int64
+	in, out                          atomic.Int64
+}
+
+// Requests returns the requests sent by every client of this process.
+func Requests() RequestCounts {
+	return RequestCounts{
+		HEAD: counters.head.Load(), GET: counters.get.Load(), PUT: counters.put.Load(),
+		POST: counters.post.Load(), DELETE: counters.del.Load(), Other: counters.other.Load(),
+		BytesIn: counters.in.Load(), BytesOut: counters.out.Load(),
+	}
+}
+
+// Since is what was sent between before and c.
+func (c RequestCounts) Since(before RequestCounts) RequestCounts {
+	return RequestCounts{
+		HEAD: c.HEAD - before.HEAD, GET: c.GET - before.GET, PUT: c.PUT - before.PUT,
+		POST: c.POST - before.POST, DELETE: c.DELETE - before.DELETE, Other: c.Other - before.Other,
+		BytesIn: c.BytesIn - before.BytesIn, BytesOut: c.BytesOut - before.BytesOut,
+	}
+}
+
+// countingTransport counts each request and the bytes of its bodies.
+type countingTransport struct{ next http.RoundTripper }
+
+func newCountingTransport(secure bool) (http.RoundTripper, error) {
+	t, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, err
+	}
+	return countingTransport{next: t}, nil
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch req.Method {
+	case http.MethodHead:
+		counters.head.Add(1)
+	case http.MethodGet:
+		counters.get.Add(1)
+	case http.MethodPut:
+		counters.put.Add(1)
+	case http.MethodPost:
+		counters.post.Add(1)
+	case http.MethodDelete:
+		counters.del.Add(1)
+	default:
+		counters.other.Add(1)
+	}
+	if req.ContentLength > 0 {
+		counters.out.Add(req.ContentLength)
+	}
+	resp, err := t.next.RoundTrip(req)
+	if resp != nil && resp.Body != nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body}
+	}
+	return resp, err
+}
+
+type countingBody struct{ io.ReadCloser }
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	counters.in.Add(int64(n))
+	return n, err
+}

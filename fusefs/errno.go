@@ -23,7 +23,11 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 		return syscall.ENOENT
 	case errors.Is(err, fs.ErrPermission):
 		return syscall.EACCES
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
+		// The request was interrupted (the kernel sent INTERRUPT, or the
+		// mount is ending). A deadline that passed is a failure instead:
+		// EINTR would make the kernel and the reader's libc retry it
+		// at once, forever (a mount whose object store is down spun so).
 		return syscall.EINTR
 	case errors.Is(err, store.ErrCorrupt), errors.Is(err, store.ErrChanged),
 		errors.Is(err, store.ErrEncrypted), errors.Is(err, store.ErrUnsupported):

@@ -243,6 +243,7 @@ func TestErrno(t *testing.T) {
 		{os.ErrNotExist, syscall.ENOENT},
 		{&store.PathError{Op: "reading", Path: "x", Err: os.ErrPermission}, syscall.EACCES},
 		{context.Canceled, syscall.EINTR},
+		{context.DeadlineExceeded, syscall.EIO}, // a timeout is a failure: EINTR would be retried forever
 		{&store.PathError{Op: "reading", Path: "x", Err: store.ErrCorrupt}, syscall.EIO},
 		{syscall.ENAMETOOLONG, syscall.ENAMETOOLONG},
 		{syscall.EPERM, syscall.EACCES},
@@ -252,8 +253,8 @@ func TestErrno(t *testing.T) {
 			t.Errorf("errno(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
-	if f.EIOCount() != 2 {
-		t.Errorf("EIO count %d, want 2", f.EIOCount())
+	if f.EIOCount() != 3 {
+		t.Errorf("EIO count %d, want 3", f.EIOCount())
 	}
 }
 

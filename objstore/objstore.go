@@ -53,6 +53,11 @@ func (noBucket) Is(target error) bool {
 
 func bucketMissing(err error) bool { return errors.Is(err, errNoBucket) }
 
+// ErrUnavailable wraps a request the server did not answer in time (it
+// is down, unreachable or stuck). It deliberately does not wrap
+// context.DeadlineExceeded: a mount turns that into EIO, not EINTR.
+var ErrUnavailable = errors.New("no answer from the server")
+
 // ErrAccess wraps refused credentials.
 var ErrAccess = errors.New("access refused")
 

@@ -243,7 +243,15 @@ func (r *Reader) fetch(b *block) {
 	}
 	if err != nil {
 		b.data = nil
-		b.err = fmt.Errorf("reading %s at %d: %w", r.loc, start, classify(r.loc, err))
+		if ctx.Err() != nil && r.ctx.Err() == nil {
+			// Our own timeout, not the caller's: the server is down or
+			// stuck. It must not read as an interrupted request (a
+			// mount turns those into EINTR, which the kernel and Go's
+			// read loop retry at once, forever).
+			b.err = fmt.Errorf("reading %s at %d: %w within %v (%v)", r.loc, start, ErrUnavailable, r.opts.Timeout, err)
+		} else {
+			b.err = fmt.Errorf("reading %s at %d: %w", r.loc, start, classify(r.loc, err))
+		}
 		r.mu.Lock()
 		r.downErr, r.downUntil = b.err, time.Now().Add(r.opts.Timeout)
 		r.mu.Unlock()

@@ -414,3 +414,31 @@ func TestExtractDryRunWritesNothing(t *testing.T) {
 		t.Fatalf("%+v\n%s", res, lines.String())
 	}
 }
+
+// A name longer than 255 bytes (a file and a folder) is written under a
+// shortened name (rule 7) on any target, listed as escaped, and found
+// again by a --skip-existing rerun.
+func TestExtractLongNames(t *testing.T) {
+	longDir := strings.Repeat("d", 280)
+	longFile := strings.Repeat("n", 300) + ".txt"
+	f := newFake().dir("USMT").dir("USMT/File").dir("USMT/File/C$").dir("USMT/File/C$/" + longDir).
+		file("USMT/File/C$/"+longDir+"/"+longFile, "", "long").
+		file("USMT/File/C$/after.txt", "", "after")
+	dest := filepath.Join(t.TempDir(), "out")
+	res, err := Run(context.Background(), f, Options{Dest: dest, Names: "posix"})
+	if err != nil || res.Problems() != 0 || res.Files != 2 {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	wantDir, wantFile := shortenName(longDir, longDir), shortenName(longFile, longFile)
+	if res.EscapedCount != 2 || res.Escaped[0].Written != "C/"+wantDir || res.Escaped[1].Written != "C/"+wantDir+"/"+wantFile {
+		t.Errorf("escaped %+v", res.Escaped)
+	}
+	got := treeOf(t, dest)
+	if got["C/"+wantDir+"/"+wantFile] != "f long" || got["C/after.txt"] != "f after" {
+		t.Errorf("tree %v", got)
+	}
+	res, err = Run(context.Background(), f, Options{Dest: dest, Names: "posix", SkipExisting: true})
+	if err != nil || res.SkippedExisting != 2 {
+		t.Fatalf("rerun: %v %+v", err, res)
+	}
+}

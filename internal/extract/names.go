@@ -1,6 +1,8 @@
 package extract
 
 import (
+	"fmt"
+	"hash/fnv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -31,10 +33,22 @@ import (
 //     escaped one by one, from the left, until it is unique: the second of
 //     "Report.txt" and "report.txt" is written "%72eport.txt".
 //
-// UnescapeName reverses all of it: every %XX with two hex digits becomes
+//  7. On every target (Windows rules or not), a name longer than 255 bytes
+//     once escaped (NAME_MAX on Linux file systems; NTFS and FAT allow 255
+//     UTF-16 units, never fewer than 255 bytes) is shortened: its extension
+//     (from the last dot, when that part is at most 32 bytes) is kept, the
+//     rest is cut on a character boundary, never inside a %XX, and
+//     "~" + 8 hex digits of the FNV-1a hash of the store name are put
+//     between them, so that the whole is 255 bytes at most:
+//     "nnnn…n~1f2e3d4c.txt". Two long names that share their first 240
+//     bytes get different hashes.
+//
+// UnescapeName reverses rules 1-6: every %XX with two hex digits becomes
 // the byte XX; anything else is kept. Escaped output only ever contains
 // %-sequences and characters that were legal as they stood, so the mapping
-// is injective and UnescapeName(escape(n)) == n for every byte string n.
+// is injective and UnescapeName(escape(n)) == n for every byte string n
+// that rule 7 leaves alone. A shortened name cannot be reversed from the
+// name: the run's summary lists it with the store path (escaped_names).
 
 // tok is one character of a name being escaped: the bytes of one UTF-8
 // sequence (or one invalid byte), and whether it is written as %XX.
@@ -153,6 +167,36 @@ func foldKey(s string) string {
 	return strings.ToUpper(s)
 }
 
+// maxName is the longest name written (bytes): NAME_MAX.
+const maxName = 255
+
+// shortenName applies rule 7 to out, the escaped form of the store name
+// orig.
+func shortenName(out, orig string) string {
+	if len(out) <= maxName {
+		return out
+	}
+	h := fnv.New32a()
+	h.Write([]byte(orig))
+	tag := fmt.Sprintf("~%08x", h.Sum32())
+	ext := ""
+	if i := strings.LastIndexByte(out, '.'); i > 0 && len(out)-i <= 32 {
+		ext = out[i:]
+	}
+	stem := out[:len(out)-len(ext)]
+	cut := maxName - len(tag) - len(ext)
+	for cut > 0 && !utf8.RuneStart(stem[cut]) {
+		cut-- // not inside a UTF-8 sequence
+	}
+	switch {
+	case cut >= 1 && stem[cut-1] == '%':
+		cut-- // not inside a %XX
+	case cut >= 2 && stem[cut-2] == '%' && isHex(stem[cut-1]):
+		cut -= 2
+	}
+	return stem[:cut] + tag + ext
+}
+
 // escapeUnique escapes name (rules 1-4) and then, while taken reports the
 // result as already used (case-insensitively), escapes one more cased
 // letter from the left (rule 5). It returns the name to write, whether it
@@ -161,7 +205,7 @@ func foldKey(s string) string {
 // a name already written), ok is false.
 func escapeUnique(name string, ascii bool, taken func(string) bool) (out string, escaped, collided, ok bool) {
 	toks := tokenize(name, ascii)
-	out = render(toks)
+	out = shortenName(render(toks), name)
 	if !taken(out) {
 		return out, out != name, false, true
 	}
@@ -174,7 +218,7 @@ func escapeUnique(name string, ascii bool, taken func(string) bool) (out string,
 			continue // no case: escaping it changes nothing about the collision
 		}
 		toks[i].esc = true
-		out = render(toks)
+		out = shortenName(render(toks), name)
 		if !taken(out) {
 			return out, true, true, true
 		}

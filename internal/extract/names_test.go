@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestEscapeName(t *testing.T) {
@@ -140,5 +141,75 @@ func FuzzEscapeName(f *testing.F) {
 		if back := UnescapeName(out); back != in {
 			t.Fatalf("round trip %q -> %q -> %q", in, out, back)
 		}
+	})
+}
+
+// checkShort checks rule 7 on the name written for in.
+func checkShort(t *testing.T, in, out string) {
+	t.Helper()
+	if len(out) > maxName {
+		t.Fatalf("%q (%d bytes) written as %d bytes", in, len(in), len(out))
+	}
+	if utf8.ValidString(in) && !utf8.ValidString(out) {
+		t.Fatalf("%q: shortening cut a character: %q", in, out)
+	}
+	if len(in) <= maxName && out != render(tokenize(in, false)) && len(render(tokenize(in, false))) <= maxName {
+		t.Fatalf("%q shortened although it fits", in)
+	}
+}
+
+// Rule 7: a name over 255 bytes is shortened, keeps its extension, never
+// ends cut inside a %XX or a character, and two long names that share
+// their start stay apart.
+func TestShortenName(t *testing.T) {
+	long := strings.Repeat("n", 300) + ".txt"
+	other := strings.Repeat("n", 300) + "x.txt"
+	a, b := shortenName(long, long), shortenName(other, other)
+	if len(a) != maxName || !strings.HasSuffix(a, ".txt") || !strings.Contains(a, "~") || a == b {
+		t.Fatalf("%q / %q", a, b)
+	}
+	if shortenName(long, long) != a {
+		t.Fatal("not deterministic")
+	}
+	if n := "short.txt"; shortenName(n, n) != n {
+		t.Fatal("a short name changed")
+	}
+	// Escapes and multi-byte characters at the cut.
+	for pad := 0; pad < 6; pad++ {
+		for _, fill := range []string{":", "é", "文", "a:"} {
+			in := strings.Repeat("x", pad) + strings.Repeat(fill, 200) + ".doc"
+			out, _, _, ok := escapeUnique(in, false, func(string) bool { return false })
+			if !ok {
+				t.Fatal(in)
+			}
+			checkShort(t, in, out)
+			stem := out[:strings.LastIndexByte(out, '~')]
+			if i := strings.LastIndexByte(stem, '%'); i >= 0 && i > len(stem)-3 {
+				t.Fatalf("%q: cut inside a %%XX: %q", in, out)
+			}
+			if !strings.HasSuffix(out, ".doc") {
+				t.Fatalf("%q: extension lost: %q", in, out)
+			}
+		}
+	}
+	// A long extension is not kept whole.
+	in := strings.Repeat("y", 100) + "." + strings.Repeat("z", 250)
+	checkShort(t, in, shortenName(in, in))
+}
+
+func FuzzShortenName(f *testing.F) {
+	for _, s := range []string{strings.Repeat("a", 300), strings.Repeat("é", 200) + ".txt", strings.Repeat(":", 120), "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if in == "" || in == "." || in == ".." {
+			return
+		}
+		out, _, _, ok := escapeUnique(in, false, func(string) bool { return false })
+		if !ok {
+			t.Fatal("no name")
+		}
+		checkShort(t, in, out)
+		windowsLegal(t, in, out)
 	})
 }

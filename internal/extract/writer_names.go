@@ -47,9 +47,10 @@ func (w *writer) outName(d *wdir, orig, winPath string, folder bool) (string, er
 			w.res.Escaped = append(w.res.Escaped, Rename{Path: winPath, Written: rel})
 			w.report("escaped", winPath, "written as "+rel)
 		}
-	}
-	if len(name) > 255 {
-		return "", problem("failed", "%s: the name is %d bytes long, more than the target allows (255): not extracted", winPath, len(name))
+	} else if name = shortenName(orig, orig); name != orig {
+		rel := joinRel(d.rel, name)
+		w.res.Escaped = append(w.res.Escaped, Rename{Path: winPath, Written: rel})
+		w.report("escaped", winPath, fmt.Sprintf("the name is %d bytes long, more than file systems allow (255): written as %s", len(orig), rel))
 	}
 	rel := joinRel(d.rel, name)
 	for _, f := range w.forbid {

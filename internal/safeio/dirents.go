@@ -1,0 +1,90 @@
+package safeio
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// Dirent is one name of a folder listing.
+type Dirent struct {
+	Ino  uint64
+	Type uint8 // unix.DT_*; DT_UNKNOWN when the file system does not say
+	Name string
+}
+
+// errStop ends a listing early from inside ReadDirents.
+var errStop = errors.New("stop listing")
+
+// ReadDirents calls fn for every name in d except "." and "..", in the
+// order the file system returns them, from the start of the folder each
+// time. It reads the raw getdents64 records, so callers get d_ino and
+// d_type without a stat per name. An error from fn ends the listing and
+// is returned.
+func (d *Dir) ReadDirents(fn func(Dirent) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := unix.Seek(d.fd, 0, 0); err != nil {
+		return pathErr("list", d.path, err)
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(d.fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return pathErr("list", d.path, err)
+		}
+		if n <= 0 {
+			return nil
+		}
+		b := buf[:n]
+		for len(b) >= 19 {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return pathErr("list", d.path, unix.EIO)
+			}
+			e := Dirent{Ino: binary.NativeEndian.Uint64(b[0:8]), Type: b[18]}
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			b = b[reclen:]
+			if string(name) == "." || string(name) == ".." {
+				continue
+			}
+			e.Name = string(name)
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Names lists d's names (unsorted).
+func (d *Dir) Names() ([]string, error) {
+	var out []string
+	err := d.ReadDirents(func(e Dirent) error {
+		out = append(out, e.Name)
+		return nil
+	})
+	return out, err
+}
+
+// Empty reports whether d has no names.
+func (d *Dir) Empty() (bool, error) {
+	empty := true
+	err := d.ReadDirents(func(Dirent) error {
+		empty = false
+		return errStop
+	})
+	if err == errStop {
+		err = nil
+	}
+	return empty, err
+}

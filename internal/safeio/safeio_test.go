@@ -45,8 +45,10 @@ func TestSourceOpensNeverFollowOrBlock(t *testing.T) {
 	if _, err := d.OpenFile("linkfile"); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("OpenFile through a symlink: %v, want ELOOP", err)
 	}
-	if _, err := OpenDirPath(root + "/linkdir"); err == nil {
-		t.Errorf("OpenDirPath of a symlink succeeded")
+	if ld, err := OpenDirPath(root + "/linkdir"); err != nil {
+		t.Errorf("OpenDirPath of a symlink the user named: %v", err)
+	} else {
+		ld.Close()
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -412,5 +414,11 @@ func TestCreateAtomic(t *testing.T) {
 	}
 	if _, err := CreateAtomic(dir, 0o644, true); err == nil {
 		t.Errorf("a folder as the output was accepted")
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	if got := unescapeMount(`/mnt/a\040b\134c`); got != `/mnt/a b\c` {
+		t.Errorf("unescapeMount: %q", got)
 	}
 }

@@ -16,6 +16,10 @@ import (
 // kernel allows it.
 const sourceFlags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK
 
+// followLast is passed as extra flags to follow a symlink as the last
+// component: only for the folder a user named (OpenDirPath).
+const followLast = 1 << 30 // not an open(2) flag bit
+
 // longPath is where we stop handing whole paths to the kernel: PATH_MAX is
 // 4096 bytes including the NUL; leave room.
 const longPath = 3800
@@ -43,6 +47,9 @@ type Dir struct {
 func openat(na *atomic.Bool, dirfd int, name string, extra int) (int, error) {
 	for {
 		f := sourceFlags | extra
+		if extra&followLast != 0 {
+			f &^= unix.O_NOFOLLOW | followLast
+		}
 		if !na.Load() {
 			f |= unix.O_NOATIME
 		}
@@ -117,8 +124,10 @@ func walkComponents(na *atomic.Bool, dir string) (int, error) {
 }
 
 // OpenDirPath opens the source folder at path (a store root, a live
-// volume). Symlinks in the folders above it are followed as the user
-// gave them; the last component must itself be a folder, not a symlink.
+// volume). Symlinks in the path are followed as the user gave them (a
+// link to a store opens the store); nothing below the folder ever is.
+// Paths longer than PATH_MAX are walked by component, without following
+// symlinks.
 func OpenDirPath(path string) (*Dir, error) {
 	na := new(atomic.Bool)
 	dirfd, name, closeFd, err := splitLong(na, path)
@@ -126,7 +135,7 @@ func OpenDirPath(path string) (*Dir, error) {
 		return nil, pathErr("open", path, err)
 	}
 	defer closeFd()
-	fd, err := openat(na, dirfd, name, unix.O_DIRECTORY)
+	fd, err := openat(na, dirfd, name, unix.O_DIRECTORY|followLast)
 	if err != nil {
 		return nil, pathErr("open", path, err)
 	}

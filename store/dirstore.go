@@ -7,11 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/internal/safeio"
 )
 
 // dirStore reads a store that is a directory tree: a USMT 4+ or USMT 3
@@ -26,13 +29,17 @@ type dirStore struct {
 
 	clashMu sync.Mutex
 	clashes map[string]bool // store paths found as non-directories on several volumes
+
+	dirs *dirCache // folders by store path, for Stat, ReadDir and Open
 }
 
 func openDirStore(kind Kind, version, level string, input, roots []string, notes []string) (*dirStore, error) {
-	s := &dirStore{roots: roots}
+	s := &dirStore{roots: roots, dirs: &dirCache{}}
 	s.info = Info{Kind: kind, Version: version, Level: level, Input: input, Roots: roots, Notes: notes}
 	s.info.Control = s.findControl()
 	s.info.MissingData = s.findMissingData()
+	// A store nobody closes must not keep its folders open for good.
+	runtime.AddCleanup(s, func(c *dirCache) { c.closeAll() }, s.dirs)
 	return s, nil
 }
 
@@ -60,7 +67,7 @@ func (s *dirStore) findMissingData() []string {
 			}
 		}
 		fileDir := s.full(vol, usmt+"/File")
-		names, err := s.readDirNames(fileDir)
+		names, err := s.listNames(vol, usmt+"/File")
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			if hasCatalog || len(s.roots) == 1 {
@@ -105,7 +112,12 @@ func (s *dirStore) noteClash(p string) {
 	}
 	s.clashes[p] = true
 }
-func (s *dirStore) Close() error { return nil }
+
+// Close closes the folders the store keeps open.
+func (s *dirStore) Close() error {
+	s.dirs.closeAll()
+	return nil
+}
 
 func (s *dirStore) full(vol int, storePath string) string {
 	if storePath == "" {
@@ -128,8 +140,13 @@ func (s *dirStore) findControl() []ControlFile {
 	var out []ControlFile
 	for vol := range s.roots {
 		for _, d := range dirs {
-			names, err := s.readDirNames(s.full(vol, d))
+			cd, err := s.dirAt(vol, d)
 			if err != nil {
+				continue
+			}
+			names, err := cd.dir.Names()
+			if err != nil {
+				s.dirs.release(cd)
 				continue
 			}
 			sort.Strings(names)
@@ -138,21 +155,85 @@ func (s *dirStore) findControl() []ControlFile {
 					continue
 				}
 				sp := d + "/" + n
-				st, err := statPath(s.full(vol, sp))
+				st, err := cd.dir.Stat(n)
 				if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 					continue
 				}
 				out = append(out, ControlFile{Name: strings.ToLower(n), StorePath: sp, Size: int64(st.Size), Volume: vol})
 			}
+			s.dirs.release(cd)
 		}
 	}
 	return out
 }
 
-// statEntry builds the entry of one store path on one volume.
+// dirAt returns the folder at storePath on volume vol, open and
+// referenced (release it): from the cache, or opened relative to its
+// parent, which is looked up the same way. A lookup below a cached
+// folder costs one openat whatever the depth.
+func (s *dirStore) dirAt(vol int, storePath string) (*cachedDir, error) {
+	k := dirKey{vol, storePath}
+	if cd := s.dirs.get(k); cd != nil {
+		return cd, nil
+	}
+	var d *safeio.Dir
+	var err error
+	if storePath == "" {
+		d, err = safeio.OpenDirPath(s.roots[vol])
+	} else {
+		parent, name := splitStorePath(storePath)
+		var pd *cachedDir
+		if pd, err = s.dirAt(vol, parent); err != nil {
+			return nil, err
+		}
+		d, err = pd.dir.OpenDir(name)
+		s.dirs.release(pd)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.dirs.put(k, d), nil
+}
+
+// listNames lists the names of a folder of one volume.
+func (s *dirStore) listNames(vol int, storePath string) ([]string, error) {
+	cd, err := s.dirAt(vol, storePath)
+	if err != nil {
+		return nil, err
+	}
+	defer s.dirs.release(cd)
+	return cd.dir.Names()
+}
+
+// statEntry builds the entry of one store path on one volume. Errors are
+// bare errnos (the caller names the path).
 func (s *dirStore) statEntry(vol int, storePath string) (*Entry, error) {
-	full := s.full(vol, storePath)
-	st, err := statPath(full)
+	e, err := s.statEntry1(vol, storePath)
+	return e, unwrapPath(err)
+}
+
+func (s *dirStore) statEntry1(vol int, storePath string) (*Entry, error) {
+	if storePath == "" {
+		cd, err := s.dirAt(vol, "")
+		if err != nil {
+			return nil, err
+		}
+		defer s.dirs.release(cd)
+		return s.entryAt(cd.dir, "", vol, "")
+	}
+	parent, name := splitStorePath(storePath)
+	cd, err := s.dirAt(vol, parent)
+	if err != nil {
+		return nil, err
+	}
+	defer s.dirs.release(cd)
+	return s.entryAt(cd.dir, name, vol, storePath)
+}
+
+// entryAt builds the entry of name below dir ("" is dir itself), which is
+// storePath on volume vol.
+func (s *dirStore) entryAt(dir *safeio.Dir, name string, vol int, storePath string) (*Entry, error) {
+	st, err := dir.Stat(name)
 	if err != nil {
 		return nil, err
 	}
@@ -163,10 +244,10 @@ func (s *dirStore) statEntry(vol int, storePath string) (*Entry, error) {
 		e.Control = false
 	}
 	if e.Type == TypeFile || e.Type == TypeDir {
-		s.ntfsMeta(full, e.Dev, e)
+		s.ntfsMeta(dir, name, e.Dev, e)
 	}
 	if e.Type == TypeSymlink {
-		if t, err := readLink(full); err == nil {
+		if t, err := dir.Readlink(name); err == nil {
 			e.LinkTarget = t
 		}
 	}
@@ -184,16 +265,17 @@ type child struct {
 	err     error    // stat failure on some volume
 }
 
-// listMerged lists a directory across the given volumes and stats each
-// child, in name order. A volume whose listing fails gives listErr (the
-// other volumes still list).
-func (s *dirStore) listMerged(storePath string, vols []int) (kids []child, listErr error) {
+// listMerged lists a directory across the given volumes (dirs[i] is the
+// folder on vols[i]) and stats each child relative to its folder, in name
+// order. A volume whose listing fails gives listErr (the other volumes
+// still list).
+func (s *dirStore) listMerged(storePath string, vols []int, dirs []*safeio.Dir) (kids []child, listErr error) {
 	seen := map[string]int{}
 	var names []string
-	for _, v := range vols {
-		ns, err := s.readDirNames(s.full(v, storePath))
+	for i, v := range vols {
+		ns, err := dirs[i].Names()
 		if err != nil {
-			listErr = errors.Join(listErr, &PathError{Op: "listing", Path: s.full(v, storePath), Err: err})
+			listErr = errors.Join(listErr, &PathError{Op: "listing", Path: s.full(v, storePath), Err: describeErrno(unwrapPath(err))})
 			continue
 		}
 		for _, n := range ns {
@@ -211,8 +293,8 @@ func (s *dirStore) listMerged(storePath string, vols []int) (kids []child, listE
 	for _, n := range names {
 		c := child{name: n}
 		sp := JoinPath(storePath, n)
-		for _, v := range vols {
-			e, err := s.statEntry(v, sp)
+		for i, v := range vols {
+			e, err := s.entryAt(dirs[i], n, v, sp)
 			if err != nil {
 				if errors.Is(err, unix.ENOENT) && len(vols) > 1 {
 					continue // absent on this volume; present on another
@@ -225,6 +307,16 @@ func (s *dirStore) listMerged(storePath string, vols []int) (kids []child, listE
 		kids = append(kids, c)
 	}
 	return kids, listErr
+}
+
+// unwrapPath drops an *os.PathError around an errno: PathError already
+// names the store path.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // describeErrno turns the errnos a walk meets into errors that say what
@@ -272,21 +364,64 @@ func (s *dirStore) allVols() []int {
 	return v
 }
 
-// Walk implements Store.
+// Walk implements Store. It holds each folder by descriptor while its
+// children are walked and opens every child relative to it (openat), so
+// no path is resolved from the root again: the cost is linear in the
+// number of entries at any depth, and paths longer than PATH_MAX are
+// walked like any other.
 func (s *dirStore) Walk(ctx context.Context, fn WalkFunc) error {
-	root, err := s.statEntry(0, "")
-	if err != nil {
-		return &PathError{Op: "reading", Path: s.roots[0], Err: describeErrno(err)}
+	var vols []int
+	var dirs []*safeio.Dir
+	var openErr error
+	for v := range s.roots {
+		d, err := safeio.OpenDirPath(s.roots[v])
+		if err != nil {
+			openErr = errors.Join(openErr, &PathError{Op: "listing", Path: s.roots[v], Err: describeErrno(unwrapPath(err))})
+			continue
+		}
+		vols, dirs = append(vols, v), append(dirs, d)
 	}
-	return s.walkDir(ctx, root, s.allVols(), fn)
+	defer func() {
+		for _, d := range dirs {
+			if d != nil {
+				d.Close()
+			}
+		}
+	}()
+	var root *Entry
+	var err error
+	if len(vols) > 0 && vols[0] == 0 {
+		root, err = s.entryAt(dirs[0], "", 0, "")
+	} else {
+		var st *unix.Statx_t
+		if st, err = safeio.LstatPath(s.roots[0]); err == nil {
+			root = &Entry{Volume: 0}
+			fillFromStatx(root, st)
+			root.WinPath, _ = MapPath(s.info.Kind, "")
+		}
+	}
+	if err != nil {
+		return &PathError{Op: "reading", Path: s.roots[0], Err: describeErrno(unwrapPath(err))}
+	}
+	return s.walkDir(ctx, root, vols, dirs, openErr, 0, fn)
 }
 
-func (s *dirStore) walkDir(ctx context.Context, dir *Entry, vols []int, fn WalkFunc) error {
+// maxHeldDepth bounds the folders a walk keeps open: below it, a folder's
+// descriptor is closed while its subfolders are walked and reopened
+// through the child's ".." afterwards (one call, checked by device and
+// inode), so a tree of any depth needs a bounded number of descriptors
+// and still costs linear time.
+const maxHeldDepth = 128
+
+// walkDir walks dir, whose folder on vols[i] is open as dirs[i]; openErr
+// is a failure to open it on some volume. The caller owns dirs and closes
+// them afterwards; walkDir may replace an element with a reopened folder.
+func (s *dirStore) walkDir(ctx context.Context, dir *Entry, vols []int, dirs []*safeio.Dir, openErr error, depth int, fn WalkFunc) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	kids, listErr := s.listMerged(dir.StorePath, vols)
-	if err := fn(dir, listErr); err != nil {
+	kids, listErr := s.listMerged(dir.StorePath, vols, dirs)
+	if err := fn(dir, errors.Join(openErr, listErr)); err != nil {
 		if err == SkipDir {
 			return nil
 		}
@@ -306,23 +441,99 @@ func (s *dirStore) walkDir(ctx context.Context, dir *Entry, vols []int, fn WalkF
 		if clash {
 			s.noteClash(e.StorePath)
 		}
-		if e.Type == TypeDir {
-			if c.err != nil {
-				if err := fn(e, c.err); err != nil && err != SkipDir {
-					return err
-				}
-				continue
-			}
-			if err := s.walkDir(ctx, e, dirVols, fn); err != nil {
+		if e.Type != TypeDir || c.err != nil {
+			if err := fn(e, c.err); err != nil && err != SkipDir {
 				return err
 			}
 			continue
 		}
-		if err := fn(e, c.err); err != nil && err != SkipDir {
+		var subVols []int
+		var subDirs []*safeio.Dir
+		var subErr error
+		for _, v := range dirVols {
+			i := indexOf(vols, v)
+			var d *safeio.Dir
+			var err error
+			if dirs[i] == nil {
+				err = errors.New("its folder could not be opened again")
+			} else {
+				d, err = dirs[i].OpenDir(c.name)
+			}
+			if err != nil {
+				subErr = errors.Join(subErr, &PathError{Op: "listing", Path: s.full(v, e.StorePath), Err: describeErrno(unwrapPath(err))})
+				continue
+			}
+			subVols, subDirs = append(subVols, v), append(subDirs, d)
+		}
+		var held []safeio.FileID
+		if depth >= maxHeldDepth && len(subDirs) > 0 {
+			held = s.release(dirs)
+		}
+		err := s.walkDir(ctx, e, subVols, subDirs, subErr, depth+1, fn)
+		if held != nil {
+			s.reopen(dir.StorePath, vols, dirs, held, subVols, subDirs)
+		}
+		for _, d := range subDirs {
+			if d != nil {
+				d.Close()
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// release closes a walk's folders and returns what each one was.
+func (s *dirStore) release(dirs []*safeio.Dir) []safeio.FileID {
+	ids := make([]safeio.FileID, len(dirs))
+	for i, d := range dirs {
+		if d == nil {
+			continue
+		}
+		ids[i], _ = d.ID()
+		d.Close()
+		dirs[i] = nil
+	}
+	return ids
+}
+
+// reopen opens the folders release closed: through the ".." of the
+// subfolder just walked where it exists on that volume, else by path
+// (components walked from the volume root); a folder that is no longer
+// the one that was closed stays nil and its remaining subfolders are
+// reported as unreadable.
+func (s *dirStore) reopen(storePath string, vols []int, dirs []*safeio.Dir, ids []safeio.FileID, subVols []int, subDirs []*safeio.Dir) {
+	for i, v := range vols {
+		if ids[i] == (safeio.FileID{}) {
+			continue
+		}
+		var d *safeio.Dir
+		var err error
+		if j := indexOf(subVols, v); j >= 0 && subDirs[j] != nil {
+			d, err = subDirs[j].Parent()
+		} else {
+			d, err = safeio.OpenDirPath(s.full(v, storePath))
+		}
+		if err != nil {
+			continue
+		}
+		if id, err := d.ID(); err != nil || id != ids[i] {
+			d.Close()
+			continue
+		}
+		dirs[i] = d
+	}
+}
+
+func indexOf(xs []int, x int) int {
+	for i, v := range xs {
+		if v == x {
+			return i
+		}
+	}
+	return -1
 }
 
 // Stat implements Store.
@@ -351,18 +562,25 @@ func (s *dirStore) ReadDir(storePath string) ([]Entry, error) {
 		return nil, err
 	}
 	var vols []int
+	var dirs []*safeio.Dir
+	var held []*cachedDir
 	for v := range s.roots {
-		if st, err := statPath(s.full(v, storePath)); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			vols = append(vols, v)
+		if cd, err := s.dirAt(v, storePath); err == nil {
+			vols, dirs, held = append(vols, v), append(dirs, cd.dir), append(held, cd)
 		}
 	}
+	defer func() {
+		for _, cd := range held {
+			s.dirs.release(cd)
+		}
+	}()
 	if len(vols) == 0 {
 		if _, err := s.Stat(storePath); err != nil {
 			return nil, err
 		}
 		return nil, &PathError{Op: "listing", Path: storePath, Err: errors.New("not a directory")}
 	}
-	kids, listErr := s.listMerged(storePath, vols)
+	kids, listErr := s.listMerged(storePath, vols, dirs)
 	out := make([]Entry, 0, len(kids))
 	var errs error = listErr
 	for _, c := range kids {
@@ -385,9 +603,15 @@ func (s *dirStore) Open(e *Entry) (File, error) {
 	if e.Volume < 0 || e.Volume >= len(s.roots) {
 		return nil, &PathError{Op: "opening", Path: e.StorePath, Err: errors.New("no such volume")}
 	}
-	full := s.full(e.Volume, e.StorePath)
-	f, err := s.openRead(full, 0)
+	parent, name := splitStorePath(e.StorePath)
+	cd, err := s.dirAt(e.Volume, parent)
+	var f *os.File
+	if err == nil {
+		f, err = cd.dir.OpenFile(name)
+		s.dirs.release(cd)
+	}
 	if err != nil {
+		err = unwrapPath(err)
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENXIO) {
 			err = ErrChanged // the regular file became a symlink or a FIFO/socket
 		}

@@ -4,164 +4,41 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/internal/safeio"
 )
 
-// The low-level, read-only file system access every directory store uses.
-// Paths longer than the kernel's PATH_MAX are reached by walking their
-// components with openat(O_PATH|O_NOFOLLOW), so very deep stores stay
-// readable without ever following a symlink on the way.
-
-// longPath is where we stop handing whole paths to the kernel (PATH_MAX is
-// 4096 including the NUL; leave room).
-const longPath = 3800
+// The file system access of directory stores goes through internal/safeio
+// (docs/safety.md): every folder is held by descriptor and every name is
+// looked up relative to its parent's descriptor, so no symlink is
+// followed, paths longer than PATH_MAX stay readable and depth costs
+// linear time.
 
 // fsReader holds per-store state of the read-only access layer.
 type fsReader struct {
-	noatimeDenied atomic.Bool // O_NOATIME gave EPERM once: the files are not ours and we are not root
-	ntfsDevs      sync.Map    // dev (uint64) -> bool: does this device answer system.ntfs_* xattrs
+	ntfsDevs sync.Map // dev (uint64) -> bool: does this device answer system.ntfs_* xattrs
 }
 
-// parentFd resolves the directory holding full and returns a descriptor to
-// use with *at calls plus the final name. For ordinary lengths it is
-// AT_FDCWD and the whole path; for long ones it walks the components.
-// The returned closer must be called.
-func parentFd(full string) (dirfd int, name string, closer func(), err error) {
-	if len(full) < longPath {
-		return unix.AT_FDCWD, full, func() {}, nil
-	}
-	dir, base := full, ""
-	if i := strings.LastIndexByte(full, '/'); i >= 0 {
-		dir, base = full[:i], full[i+1:]
-	}
-	fd, err := walkComponents(dir)
-	if err != nil {
-		return -1, "", nil, err
-	}
-	return fd, base, func() { unix.Close(fd) }, nil
-}
-
-// walkComponents opens a directory path one component at a time with
-// O_PATH|O_NOFOLLOW, so no component can be a symlink and no single call
-// sees more than one name.
-func walkComponents(dir string) (int, error) {
-	start := "."
-	if strings.HasPrefix(dir, "/") {
-		start = "/"
-	}
-	fd, err := unix.Open(start, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	for _, c := range strings.Split(dir, "/") {
-		if c == "" || c == "." {
-			continue
-		}
-		nfd, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		if err != nil {
-			return -1, err
-		}
-		fd = nfd
-	}
-	return fd, nil
-}
-
-// statPath is lstat with birth time where the file system has one.
-func statPath(full string) (*unix.Statx_t, error) {
-	dirfd, name, closer, err := parentFd(full)
-	if err != nil {
-		return nil, err
-	}
-	defer closer()
-	var st unix.Statx_t
-	for {
-		err = unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT,
-			unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &st, nil
-}
-
-// openRead opens a file or directory read-only, never following a final
-// symlink, never blocking on a FIFO, with O_NOATIME while we are allowed it.
-func (r *fsReader) openRead(full string, extra int) (*os.File, error) {
-	dirfd, name, closer, err := parentFd(full)
-	if err != nil {
-		return nil, err
-	}
-	defer closer()
-	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC | extra
-	for {
-		f := flags
-		if !r.noatimeDenied.Load() {
-			f |= unix.O_NOATIME
-		}
-		fd, err := unix.Openat(dirfd, name, f, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EPERM && f&unix.O_NOATIME != 0 {
-			// O_NOATIME needs ownership or CAP_FOWNER; reading is still read-only without it.
-			r.noatimeDenied.Store(true)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return os.NewFile(uintptr(fd), full), nil
-	}
-}
-
-// readDirNames lists a directory without following symlinks.
-func (r *fsReader) readDirNames(full string) ([]string, error) {
-	f, err := r.openRead(full, unix.O_DIRECTORY)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return f.Readdirnames(-1)
-}
-
-// readLink reads a symlink's target.
-func readLink(full string) (string, error) {
-	dirfd, name, closer, err := parentFd(full)
-	if err != nil {
-		return "", err
-	}
-	defer closer()
-	buf := make([]byte, 512)
-	for {
-		n, err := unix.Readlinkat(dirfd, name, buf)
-		if err != nil {
-			return "", err
-		}
-		if n < len(buf) {
-			return string(buf[:n]), nil
-		}
-		buf = make([]byte, len(buf)*2)
-	}
+// openRead opens a source file named by a full path (the MIG file, a file
+// probed during detection) through safeio.
+func (r *fsReader) openRead(path string, _ int) (*os.File, error) {
+	return safeio.OpenFilePath(path)
 }
 
 // ntfsMeta reads the Windows attributes and creation time ntfs-3g exposes
-// as (unlisted) system.ntfs_* extended attributes. Devices that do not
-// answer them are remembered so other file systems pay one failed call.
-func (r *fsReader) ntfsMeta(full string, dev uint64, e *Entry) {
+// as (unlisted) system.ntfs_* extended attributes of name below dir.
+// Devices that do not answer them are remembered so other file systems
+// pay one failed call.
+func (r *fsReader) ntfsMeta(dir *safeio.Dir, name string, dev uint64, e *Entry) {
 	if v, ok := r.ntfsDevs.Load(dev); ok && !v.(bool) {
 		return
 	}
 	var buf [8]byte
-	n, err := unix.Lgetxattr(full, "system.ntfs_attrib_be", buf[:4])
+	n, err := dir.Getxattr(name, "system.ntfs_attrib_be", buf[:4])
 	if err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENODATA) {
 			if _, known := r.ntfsDevs.Load(dev); !known {
@@ -175,7 +52,7 @@ func (r *fsReader) ntfsMeta(full string, dev uint64, e *Entry) {
 		e.WinAttrs = binary.BigEndian.Uint32(buf[:4])
 		e.HasWinAttr = true
 	}
-	if n, err := unix.Lgetxattr(full, "system.ntfs_crtime_be", buf[:]); err == nil && n == 8 {
+	if n, err := dir.Getxattr(name, "system.ntfs_crtime_be", buf[:]); err == nil && n == 8 {
 		e.BtimeNs = FiletimeToUnixNs(binary.BigEndian.Uint64(buf[:]))
 		e.HasBtime = true
 	}

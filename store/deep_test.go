@@ -1,0 +1,101 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/store"
+)
+
+func openFds(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestWalkDeepHoldsFewDescriptors walks a chain far deeper than the
+// folders a walk keeps open, with a sibling folder at every level that
+// is walked after the chain below it: the walk must reopen each level
+// (through "..") and still list every entry once, in order.
+func TestWalkDeepHoldsFewDescriptors(t *testing.T) {
+	const levels = 400
+	tree := fixtures.Tree{}
+	p := "top"
+	for i := 0; i < levels; i++ {
+		tree[p+"/e/f.txt"] = fixtures.File{Data: []byte(p)}
+		p += "/d"
+	}
+	tree[p+"/leaf.txt"] = fixtures.File{Data: []byte("leaf")}
+	root := t.TempDir() + "/store"
+	fixtures.Build(t, root, tree)
+
+	s, err := store.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before := openFds(t)
+	maxFds := 0
+	var files []string
+	var last string
+	err = s.Walk(context.Background(), func(e *store.Entry, err error) error {
+		if err != nil {
+			t.Errorf("%s: %v", e.StorePath, err)
+		}
+		if store.ComparePaths(last, e.StorePath) >= 0 && e.StorePath != "" {
+			t.Errorf("out of order: %q after %q", e.StorePath, last)
+		}
+		last = e.StorePath
+		if e.Type == store.TypeFile {
+			files = append(files, e.StorePath)
+		}
+		if n := openFds(t); n > maxFds {
+			maxFds = n
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != levels+1 {
+		t.Fatalf("%d files walked, want %d", len(files), levels+1)
+	}
+	if maxFds-before > 200 {
+		t.Errorf("the walk held %d descriptors at once for a %d-deep tree", maxFds-before, levels)
+	}
+
+	// Random access below the deepest folder works and keeps the cache bounded.
+	e, err := s.Stat(p + "/leaf.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Open(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(io.NewSectionReader(f, 0, f.Size()))
+	f.Close()
+	if !bytes.Equal(b, []byte("leaf")) {
+		t.Errorf("leaf %q", b)
+	}
+	for q := p; q != "top"; q = q[:strings.LastIndexByte(q, '/')] {
+		kids, err := s.ReadDir(q)
+		if err != nil || len(kids) == 0 {
+			t.Fatalf("ReadDir(%s): %v", q, err)
+		}
+	}
+	if n := openFds(t); n-before > 100 {
+		t.Errorf("%d descriptors open after random access", n-before)
+	}
+	s.Close()
+	if n := openFds(t); n > before {
+		t.Errorf("%d descriptors left open after Close", n-before)
+	}
+}

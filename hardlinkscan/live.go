@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -126,6 +127,8 @@ func liveRel(kind store.Kind, sp string) (drive, rel string, ok bool) {
 // first, then component by component case-insensitively, because Windows
 // names are case-insensitive and a store keeps the case seen at capture.
 // It returns the path found (which may differ in case from root/rel).
+// The component walk holds each folder by descriptor (safeio), so no
+// symlink below root is followed and depth costs nothing extra.
 func lstatLive(root, rel string) (string, *unix.Stat_t, error) {
 	p := root + "/" + rel
 	var st unix.Stat_t
@@ -133,40 +136,57 @@ func lstatLive(root, rel string) (string, *unix.Stat_t, error) {
 	if err == nil {
 		return p, &st, nil
 	}
-	if !errors.Is(err, unix.ENOENT) {
+	if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENAMETOOLONG) {
 		return p, nil, err
 	}
+	d, err := safeio.OpenDirPath(root)
+	if err != nil {
+		return p, nil, err
+	}
+	defer func() { d.Close() }()
 	cur := root
-	for _, comp := range strings.Split(rel, "/") {
-		next := cur + "/" + comp
-		if err := lstat(next, &st); err == nil {
-			cur = next
-			continue
-		} else if !errors.Is(err, unix.ENOENT) {
-			return p, nil, err
-		}
-		names, err := readDirNames(cur)
-		if err != nil {
-			return p, nil, unix.ENOENT
-		}
-		match := ""
-		for _, n := range names {
-			if strings.EqualFold(n, comp) {
-				if match != "" {
-					return p, nil, unix.ENOENT // ambiguous: two names differ only in case
+	comps := strings.Split(rel, "/")
+	for i, comp := range comps {
+		name := comp
+		if _, err := d.Stat(comp); err != nil {
+			if !errors.Is(err, unix.ENOENT) {
+				return p, nil, err
+			}
+			names, err := d.Names()
+			if err != nil {
+				return p, nil, unix.ENOENT
+			}
+			name = ""
+			for _, n := range names {
+				if strings.EqualFold(n, comp) {
+					if name != "" {
+						return p, nil, unix.ENOENT // ambiguous: two names differ only in case
+					}
+					name = n
 				}
-				match = n
+			}
+			if name == "" {
+				return p, nil, unix.ENOENT
 			}
 		}
-		if match == "" {
-			return p, nil, unix.ENOENT
+		cur = cur + "/" + name
+		if i == len(comps)-1 {
+			if err := unix.Fstatat(d.Fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return p, nil, err
+			}
+			return cur, &st, nil
 		}
-		cur = cur + "/" + match
+		next, err := d.OpenDir(name)
+		if err != nil {
+			if errors.Is(err, unix.ELOOP) {
+				err = unix.ENOTDIR // a symlink where a folder was: not followed
+			}
+			return p, nil, err
+		}
+		d.Close()
+		d = next
 	}
-	if err := lstat(cur, &st); err != nil {
-		return p, nil, err
-	}
-	return cur, &st, nil
+	return p, nil, unix.ENOENT
 }
 
 func lstat(p string, st *unix.Stat_t) error {
@@ -176,19 +196,4 @@ func lstat(p string, st *unix.Stat_t) error {
 			return err
 		}
 	}
-}
-
-// readDirNames lists a directory without following a final symlink.
-func readDirNames(dir string) ([]string, error) {
-	fd, err := openDir(unix.AT_FDCWD, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	var names []string
-	err = readDirents(fd, func(d dirent) error {
-		names = append(names, d.name)
-		return nil
-	})
-	return names, err
 }

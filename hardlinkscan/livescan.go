@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/internal/safeio"
 )
 
 // inodeKey identifies a file's data on this machine.
@@ -44,20 +46,21 @@ type liveScanner struct {
 
 // scanRoot walks root. It never follows a symlink, never leaves root's
 // file system (a folder on another device is a mount point: skipped) and
-// never enters a store root.
+// never enters a store root. Folders are opened through safeio, each
+// relative to its parent.
 func (ls *liveScanner) scanRoot(root string) error {
-	fd, err := openDir(unix.AT_FDCWD, root)
+	d, err := safeio.OpenDirPath(root)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	defer d.Close()
+	id, err := d.ID()
+	if err != nil {
 		return err
 	}
-	ls.dev = st.Dev
-	ls.trustDino = ls.checkDino(fd)
-	err = ls.walk(fd, root)
+	ls.dev = id.Dev
+	ls.trustDino = ls.checkDino(d)
+	err = ls.walk(d, root)
 	if err == errAllFound {
 		ls.stats.StoppedAll = true
 		return nil
@@ -65,17 +68,19 @@ func (ls *liveScanner) scanRoot(root string) error {
 	return err
 }
 
+func devOf(st *unix.Statx_t) uint64 { return unix.Mkdev(st.Dev_major, st.Dev_minor) }
+
 // checkDino compares d_ino with st_ino for the first few names of the root:
 // FUSE file systems without use_ino, overlayfs and some network file
 // systems report other numbers, and then every name must be stat'ed.
-func (ls *liveScanner) checkDino(fd int) bool {
+func (ls *liveScanner) checkDino(d *safeio.Dir) bool {
 	n, ok := 0, true
-	_ = readDirents(fd, func(d dirent) error {
-		var st unix.Stat_t
-		if err := fstatat(fd, d.name, &st); err != nil {
+	_ = d.ReadDirents(func(de safeio.Dirent) error {
+		st, err := d.Stat(de.Name)
+		if err != nil {
 			return nil
 		}
-		if st.Dev == ls.dev && st.Ino != d.ino {
+		if devOf(st) == ls.dev && st.Ino != de.Ino {
 			ok = false
 			return errAllFound
 		}
@@ -85,30 +90,24 @@ func (ls *liveScanner) checkDino(fd int) bool {
 		}
 		return nil
 	})
-	// Rewind for the real walk.
-	_, _ = unix.Seek(fd, 0, 0)
 	return ok && n > 0
 }
 
-func (ls *liveScanner) walk(fd int, dir string) error {
+func (ls *liveScanner) walk(d *safeio.Dir, dir string) error {
 	if err := ls.ctx.Err(); err != nil {
 		return err
 	}
 	ls.stats.Dirs++
-	type sub struct {
-		name string
-		ino  uint64
-	}
-	var dirs []sub
-	err := readDirents(fd, func(d dirent) error {
+	var dirs []string
+	err := d.ReadDirents(func(de safeio.Dirent) error {
 		ls.stats.Entries++
-		switch d.typ {
+		switch de.Type {
 		case unix.DT_DIR:
-			dirs = append(dirs, sub{d.name, d.ino})
+			dirs = append(dirs, de.Name)
 			return nil
 		case unix.DT_REG:
 			if ls.trustDino {
-				if _, ok := ls.wanted[inodeKey{ls.dev, d.ino}]; !ok {
+				if _, ok := ls.wanted[inodeKey{ls.dev, de.Ino}]; !ok {
 					return nil
 				}
 			}
@@ -116,20 +115,24 @@ func (ls *liveScanner) walk(fd int, dir string) error {
 		default:
 			return nil // symlinks, FIFOs, sockets, devices: never data links
 		}
-		var st unix.Stat_t
 		ls.stats.Stats++
-		if err := fstatat(fd, d.name, &st); err != nil {
+		st, err := d.Stat(de.Name)
+		if err != nil {
 			return nil // vanished meanwhile
 		}
-		if statIs(&st, unix.S_IFDIR) {
-			dirs = append(dirs, sub{d.name, st.Ino})
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			dirs = append(dirs, de.Name)
+			return nil
+		case unix.S_IFREG:
+		default:
 			return nil
 		}
-		if !statIs(&st, unix.S_IFREG) || st.Dev != ls.dev {
+		if devOf(st) != ls.dev {
 			return nil
 		}
-		if in, ok := ls.wanted[inodeKey{st.Dev, st.Ino}]; ok && in.outside == "" {
-			in.outside = dir + "/" + d.name
+		if in, ok := ls.wanted[inodeKey{ls.dev, st.Ino}]; ok && in.outside == "" {
+			in.outside = dir + "/" + de.Name
 			ls.stats.Found++
 			*ls.left--
 			if *ls.left == 0 {
@@ -145,35 +148,35 @@ func (ls *liveScanner) walk(fd int, dir string) error {
 		ls.stats.Errors++
 		ls.onErr(dir, err)
 	}
-	for _, s := range dirs {
+	for _, name := range dirs {
 		if err := ls.ctx.Err(); err != nil {
 			return err
 		}
-		cfd, err := openDir(fd, s.name)
+		cd, err := d.OpenDir(name)
 		if err != nil {
 			if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
 				ls.stats.Errors++
-				ls.onErr(dir+"/"+s.name, err)
+				ls.onErr(dir+"/"+name, err)
 			}
 			continue
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(cfd, &st); err != nil {
-			unix.Close(cfd)
+		id, err := cd.ID()
+		if err != nil {
+			cd.Close()
 			continue
 		}
-		if st.Dev != ls.dev {
-			ls.stats.Skipped = append(ls.stats.Skipped, dir+"/"+s.name+" (another file system)")
-			unix.Close(cfd)
+		if id.Dev != ls.dev {
+			ls.stats.Skipped = append(ls.stats.Skipped, dir+"/"+name+" (another file system)")
+			cd.Close()
 			continue
 		}
-		if ls.skip[inodeKey{st.Dev, st.Ino}] {
-			ls.stats.Skipped = append(ls.stats.Skipped, dir+"/"+s.name+" (the store)")
-			unix.Close(cfd)
+		if ls.skip[inodeKey{id.Dev, id.Ino}] {
+			ls.stats.Skipped = append(ls.stats.Skipped, dir+"/"+name+" (the store)")
+			cd.Close()
 			continue
 		}
-		err = ls.walk(cfd, dir+"/"+s.name)
-		unix.Close(cfd)
+		err = ls.walk(cd, dir+"/"+name)
+		cd.Close()
 		if err != nil {
 			return err
 		}

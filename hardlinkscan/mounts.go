@@ -2,10 +2,10 @@ package hardlinkscan
 
 import (
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -18,12 +18,7 @@ var (
 )
 
 // within reports whether p is dir or below it (both clean and absolute).
-func within(p, dir string) bool {
-	if dir == "/" {
-		return true
-	}
-	return p == dir || strings.HasPrefix(p, dir+"/")
-}
+func within(p, dir string) bool { return safeio.Within(p, dir) }
 
 // VolumeRoot returns the mount point of the file system holding path: the
 // highest ancestor on the same device. For a hard-link store it is the

@@ -26,6 +26,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -250,10 +251,9 @@ func Scan(ctx context.Context, s store.Store, opts Options, emit func(*File) err
 		if err != nil {
 			return nil, fmt.Errorf("--live %s: %w", l.Path, err)
 		}
-		for _, sr := range sc.storeAbs {
-			if within(real, sr) {
-				return nil, fmt.Errorf("--live %s is inside the store %s; give the volume the store's drive stood for, like /mnt/c", l.Path, sr)
-			}
+		var inside *safeio.InsideError
+		if err := safeio.CheckOutside(real, info.Roots); errors.As(err, &inside) {
+			return nil, fmt.Errorf("--live %s is inside the store %s; give the volume the store's drive stood for, like /mnt/c", l.Path, inside.Root)
 		}
 		var st unix.Stat_t
 		if err := unix.Stat(real, &st); err != nil {
@@ -332,6 +332,10 @@ func (sc *scanner) problem(path string, err error) {
 	}
 }
 
+// insideStore tells whether a live path found by lstatLive (symlinks
+// resolved in the root, none followed below it) lies in a store root. It
+// runs once per linked file, so it compares names, not a stat per folder
+// above p as safeio.CheckOutside does for outputs.
 func (sc *scanner) insideStore(p string) bool {
 	for _, r := range sc.storeAbs {
 		if within(p, r) {
@@ -530,7 +534,7 @@ func (sc *scanner) hashStore(f *File) (uint64, error) {
 }
 
 func hashLive(p string) (uint64, error) {
-	fh, err := openFile(p)
+	fh, err := safeio.OpenFilePath(p)
 	if err != nil {
 		return 0, err
 	}

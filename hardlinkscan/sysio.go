@@ -2,16 +2,18 @@ package hardlinkscan
 
 import (
 	"encoding/binary"
-	"os"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
-// Low-level, fd-relative file system access. The live scan and rd walk
-// directories with openat(O_NOFOLLOW) and getdents so no symlink is ever
-// followed and every name is resolved against the directory we already
-// hold open, never against a path that could be swapped underneath us.
+// Low-level, fd-relative file system access for rd (remove.go), the one
+// command that changes a store: it deletes one, after CheckRemovable, with
+// openat(O_NOFOLLOW), getdents and unlinkat, so no symlink is ever
+// followed and every name is resolved against the directory it holds
+// open, never against a path that could be swapped underneath it.
+// Everything that only reads (the store walk, the live scan, hashing live
+// files) goes through internal/safeio.
 
 // noatimeDenied is set once O_NOATIME gave EPERM (not our files and not
 // root): reading is still read-only without it.
@@ -39,20 +41,6 @@ func openAt(dirfd int, name string, flags int) (int, error) {
 // openDir opens a directory for listing without following a final symlink.
 func openDir(dirfd int, name string) (int, error) {
 	return openAt(dirfd, name, unix.O_DIRECTORY)
-}
-
-// openFile opens a regular file for reading (O_NOATIME, O_NOFOLLOW).
-func openFile(path string) (*os.File, error) {
-	fd, err := openAt(unix.AT_FDCWD, path, 0)
-	if err != nil {
-		return nil, err
-	}
-	// O_NONBLOCK only guarded against FIFOs at open; plain reads want blocking.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path), nil
 }
 
 func fstatat(dirfd int, name string, st *unix.Stat_t) error {

@@ -45,6 +45,11 @@ func TestSourceOpensNeverFollowOrBlock(t *testing.T) {
 	if _, err := d.OpenFile("linkfile"); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("OpenFile through a symlink: %v, want ELOOP", err)
 	}
+	if lf, err := OpenFilePath(root + "/linkfile"); err != nil {
+		t.Errorf("OpenFilePath of a symlink the user named: %v", err)
+	} else {
+		lf.Close()
+	}
 	if ld, err := OpenDirPath(root + "/linkdir"); err != nil {
 		t.Errorf("OpenDirPath of a symlink the user named: %v", err)
 	} else {

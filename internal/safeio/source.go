@@ -142,9 +142,12 @@ func OpenDirPath(path string) (*Dir, error) {
 	return &Dir{fd: fd, path: path, na: na}, nil
 }
 
-// OpenFilePath opens the source file at path for reading (read-only, no
-// final symlink, O_NOATIME where allowed). Callers check the type with
-// Stat on the returned file when it matters.
+// OpenFilePath opens the source file a user named (an archive, a USMT.MIG,
+// a manifest) for reading: read-only, O_NOATIME where allowed, never
+// blocking on a FIFO. Like OpenDirPath it follows symlinks in the path the
+// user gave; files found below a folder are opened with Dir.OpenFile,
+// which follows none. Callers check the type with Stat on the returned
+// file when it matters.
 func OpenFilePath(path string) (*os.File, error) {
 	na := new(atomic.Bool)
 	dirfd, name, closeFd, err := splitLong(na, path)
@@ -152,11 +155,11 @@ func OpenFilePath(path string) (*os.File, error) {
 		return nil, pathErr("open", path, err)
 	}
 	defer closeFd()
-	return openFile(na, dirfd, name, path)
+	return openFile(na, dirfd, name, path, followLast)
 }
 
-func openFile(na *atomic.Bool, dirfd int, name, path string) (*os.File, error) {
-	fd, err := openat(na, dirfd, name, 0)
+func openFile(na *atomic.Bool, dirfd int, name, path string, extra int) (*os.File, error) {
+	fd, err := openat(na, dirfd, name, extra)
 	if err != nil {
 		return nil, pathErr("open", path, err)
 	}
@@ -245,7 +248,7 @@ func (d *Dir) OpenFile(name string) (*os.File, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	return openFile(d.na, d.fd, name, d.child(name))
+	return openFile(d.na, d.fd, name, d.child(name), 0)
 }
 
 // Stat is lstat of name below d, with birth time where the file system

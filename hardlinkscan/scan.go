@@ -534,7 +534,14 @@ func (sc *scanner) hashStore(f *File) (uint64, error) {
 }
 
 func hashLive(p string) (uint64, error) {
-	fh, err := safeio.OpenFilePath(p)
+	// The live path was found with lstatLive; open it without following
+	// a symlink put there since.
+	dir, err := safeio.OpenDirPath(filepath.Dir(p))
+	if err != nil {
+		return 0, err
+	}
+	fh, err := dir.OpenFile(filepath.Base(p))
+	dir.Close()
 	if err != nil {
 		return 0, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -35,7 +36,8 @@ type Reader struct {
 // Open opens and validates a manifest. Errors wrap ErrDamaged (truncated,
 // edited, not a manifest) or ErrNewerVersion.
 func Open(path string) (*Reader, error) {
-	f, err := os.Open(path)
+	// A manifest may sit in the store it describes: read it like a source.
+	f, err := safeio.OpenFilePath(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening manifest: %w", err)
 	}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -88,18 +88,9 @@ var chunkDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
 		zstd.WithDecoderMaxMemory(MaxChunkSize+512))
 })
 
-// openRO opens a file read-only without updating its access time when the
-// kernel lets us (O_NOATIME needs ownership or CAP_FOWNER).
-func openRO(path string) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOATIME, 0)
-	if errors.Is(err, unix.EPERM) {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	return os.NewFile(uintptr(fd), path), nil
-}
+// openRO opens an archive through safeio: read-only, O_NOATIME where the
+// kernel lets us (it needs ownership or CAP_FOWNER).
+func openRO(path string) (*os.File, error) { return safeio.OpenFilePath(path) }
 
 // Open opens an archive: it reads and validates the footer and the whole
 // TOC (docs/format.md §4) before anything is trusted. A file without a

@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -1040,104 +1041,38 @@ func syncFile(f *os.File) error {
 // error or cancellation the temporary file is removed and outPath is
 // untouched. The archive is created with mode 0600: it holds a user's data.
 func CreateFile(ctx context.Context, outPath string, src store.Store, opts WriteOptions, force bool) (res *WriteResult, err error) {
-	if fi, err := os.Lstat(outPath); err == nil {
-		if fi.IsDir() {
-			return nil, fmt.Errorf("%s is a folder: give the archive file name, e.g. %s", outPath, filepath.Join(outPath, "store.tar.zst"))
-		}
-		if !force {
-			return nil, fmt.Errorf("%s already exists: choose another name or pass --force to replace it", outPath)
-		}
+	if fi, err := os.Lstat(outPath); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%s is a folder: give the archive file name, e.g. %s", outPath, filepath.Join(outPath, "store.tar.zst"))
 	}
-	dir := filepath.Dir(outPath)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(outPath)+".tmp-*")
+	tmp, err := safeio.CreateAtomic(outPath, 0o600, force)
+	if errors.Is(err, safeio.ErrExists) {
+		return nil, fmt.Errorf("%s already exists: choose another name or pass --force to replace it", outPath)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("creating the archive in %s: %w", dir, err)
+		return nil, fmt.Errorf("creating the archive: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	res, err = Write(ctx, tmp, src, opts)
+	defer tmp.Abort() // a no-op after Commit
+	res, err = Write(ctx, tmp.File, src, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err = tmp.Sync(); err != nil {
-		return nil, fmt.Errorf("writing the archive to %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Close(); err != nil {
-		return nil, fmt.Errorf("writing the archive to %s: %w", tmp.Name(), err)
-	}
-	if force {
-		err = os.Rename(tmp.Name(), outPath)
-	} else {
-		// Refuse a file that appeared at outPath while we were writing.
-		err = unix.Renameat2(unix.AT_FDCWD, tmp.Name(), unix.AT_FDCWD, outPath, unix.RENAME_NOREPLACE)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-			err = os.Rename(tmp.Name(), outPath)
-		} else if errors.Is(err, unix.EEXIST) {
-			err = fmt.Errorf("%s appeared while the archive was written: choose another name or pass --force", outPath)
+	if err = tmp.Commit(); err != nil {
+		if errors.Is(err, safeio.ErrExists) {
+			return nil, fmt.Errorf("%s appeared while the archive was written: choose another name or pass --force", outPath)
 		}
-	}
-	if err != nil {
 		return nil, fmt.Errorf("moving the archive into place at %s: %w", outPath, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		derr = d.Sync()
-		d.Close()
-		if derr != nil && !errors.Is(derr, unix.EINVAL) {
-			return res, fmt.Errorf("syncing folder %s after writing the archive: %w", dir, derr)
-		}
 	}
 	return res, nil
 }
 
 // IsInside reports whether path, once symlinks are resolved, is one of
-// roots or lies below one. path need not exist yet (its existing ancestor is
-// resolved). The CLI uses it to refuse writing an archive into the store it
-// reads.
+// roots or lies below one, by safeio's one rule (docs/safety.md). path
+// need not exist yet. The CLI uses it to refuse writing an archive into
+// the store it reads.
 func IsInside(path string, roots []string) (bool, error) {
-	p, err := realPath(path)
-	if err != nil {
-		return false, err
+	err := safeio.CheckOutside(path, roots)
+	if errors.Is(err, safeio.ErrInsideStore) {
+		return true, nil
 	}
-	for _, r := range roots {
-		rr, err := realPath(r)
-		if err != nil {
-			return false, err
-		}
-		rel, err := filepath.Rel(rr, p)
-		if err != nil {
-			continue
-		}
-		if rel == "." || (rel != ".." && !strings.HasPrefix(rel, "../")) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// realPath resolves symlinks in the longest existing prefix of path.
-func realPath(path string) (string, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	rest := ""
-	for cur := abs; ; {
-		r, err := filepath.EvalSymlinks(cur)
-		if err == nil {
-			return filepath.Join(r, rest), nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("resolving %s: %w", path, err)
-		}
-		parent := filepath.Dir(cur)
-		if parent == cur {
-			return abs, nil
-		}
-		rest = filepath.Join(filepath.Base(cur), rest)
-		cur = parent
-	}
+	return false, err
 }

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Benchmark usmtkit on an archive in S3-compatible object storage against
+# the same archive on disk, with the requests each command sent beside its
+# time (USMTKIT_S3_REQUESTS; docs/object-storage.md). The server is a local
+# SeaweedFS (scripts/s3server.sh) on loopback, so the times show usmtkit's
+# request pattern and the server's cost, not a network's.
+#
+#   scripts/bench/s3.sh                 # 200 MB and 2 GB profile stores
+#   SIZES=300M scripts/bench/s3.sh
+#
+# Rows, per size (medians of RUNS, default 3):
+#   compress -o         local file vs multipart upload into the bucket
+#   info, ls -R         open (footer + TOC) and list
+#   verify              every chunk's checksum
+#   extract             every file to a scratch folder
+#   mount: 300 files    whole-file reads through `usmtkit mount` (randread)
+#   curl GET            the whole object with curl: the floor for reading
+#                       everything from this server
+# and the ratio bucket / disk. Environment: SIZES, RUNS, WORK (scratch,
+# default /tmp/usmtkit-bench-s3; stores are kept between runs), PORT
+# (default 18433).
+set -euo pipefail
+
+SIZES=${SIZES:-200M 2G}
+RUNS=${RUNS:-3}
+WORK=${WORK:-/tmp/usmtkit-bench-s3}
+PORT=${PORT:-18433}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+for t in curl fusermount3; do
+	command -v "$t" >/dev/null || { echo "s3.sh: $t is not installed (apt-get install curl fuse3)" >&2; exit 1; }
+done
+mkdir -p "$WORK/bin"
+(cd "$ROOT" && go build -o "$WORK/bin/usmtkit" ./cmd/usmtkit && go build -o "$WORK/bin/mkstore" ./fixtures/cmd/mkstore &&
+	go build -o "$WORK/bin/randread" ./scripts/bench/randread)
+U="$WORK/bin/usmtkit"
+R="$WORK/bin/randread"
+. "$ROOT/scripts/bench/lib.sh"
+
+export AWS_ACCESS_KEY_ID=usmtkit AWS_SECRET_ACCESS_KEY=usmtkit-secret
+"$ROOT/scripts/s3server.sh" build
+data="$WORK/s3data"
+MNT="$WORK/mnt"
+mkdir -p "$data" "$MNT"
+cleanup() {
+	fusermount3 -u -z "$MNT" 2>/dev/null || true
+	"$ROOT/scripts/s3server.sh" stop "$data"
+}
+trap cleanup EXIT
+ep=$("$ROOT/scripts/s3server.sh" start "$data" "$PORT" | tail -1)
+export AWS_ENDPOINT_URL=$ep
+curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -X PUT "$ep/bench" >/dev/null 2>&1 || true
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# timed OUT CMD...: runs CMD RUNS times; prints the median seconds. The
+# last run's stderr is kept in OUT (its "s3 requests:" line).
+timed() {
+	local out=$1 s e
+	shift
+	for ((i = 0; i < RUNS; i++)); do
+		s=$(now)
+		USMTKIT_S3_REQUESTS=1 "$@" >/dev/null 2>"$out" || true
+		e=$(now)
+		awk -v a="$s" -v b="$e" 'BEGIN{printf "%.3f\n", b-a}'
+	done | median
+}
+
+# requests OUT: the request counts of a run, shortened.
+requests() {
+	sed -n 's/^usmtkit: s3 requests: //p' "$1" | awk -F'; ' '{print $1}' | sed 's/, 0 [A-Za-z]*//g' | tail -1
+}
+
+# mount_files ARCHIVE OUT: whole-file read latency through a fresh mount.
+mount_files() {
+	local arch=$1 out=$2 pid line
+	USMTKIT_S3_REQUESTS=1 "$U" -q mount --view store "$arch" "$MNT" 2>"$out" &
+	pid=$!
+	for _ in $(seq 1 100); do grep -q " $MNT " /proc/self/mountinfo && break; sleep 0.1; done
+	line=$("$R" -root "$MNT" -mode files -n 300 2>/dev/null || echo "failed")
+	fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" || true
+	wait "$pid" || true
+	echo "$line"
+}
+
+row() { printf '%-22s %10s %10s %7s   %s\n' "$@"; }
+
+for size in $SIZES; do
+	prof="$WORK/profile-$size"
+	profile_store "$prof" "$WORK/bin/mkstore" -size "$size"
+	store="$prof/store"
+	arch="$prof/store.tar.zst"
+	key="s3://bench/$size.tar.zst"
+	bytes=$(du -sb "$store" | cut -f1)
+
+	echo
+	echo "== $size profile store ($bytes bytes), medians of $RUNS; bucket at $ep (loopback)"
+	row "operation" "disk s" "bucket s" "ratio" "requests (bucket)"
+	td=$(timed "$WORK/err" "$U" -q compress --force "$store" -o "$arch")
+	tb=$(timed "$WORK/err" "$U" -q compress --force "$store" -o "$key")
+	row "compress -o" "$td" "$tb" "$(awk -v a="$tb" -v b="$td" 'BEGIN{printf "%.2f", a/b}')" "$(requests "$WORK/err")"
+	asize=$(stat -c %s "$arch")
+
+	for op in "info" "ls -R" "verify" "extract"; do
+		case $op in
+		extract)
+			dd="$WORK/x-disk" bd="$WORK/x-bucket"
+			td=$(timed "$WORK/err" bash -c "rm -rf '$dd'; '$U' -q extract '$arch' '$dd'")
+			tb=$(timed "$WORK/err" bash -c "rm -rf '$bd'; USMTKIT_S3_REQUESTS=1 '$U' -q extract '$key' '$bd'")
+			rm -rf "$dd" "$bd"
+			;;
+		*)
+			td=$(timed "$WORK/err" "$U" -q $op "$arch")
+			tb=$(timed "$WORK/err" "$U" -q $op "$key")
+			;;
+		esac
+		row "$op" "$td" "$tb" "$(awk -v a="$tb" -v b="$td" 'BEGIN{printf "%.2f", a/b}')" "$(requests "$WORK/err")"
+	done
+
+	ld=$(mount_files "$arch" "$WORK/err")
+	lb=$(mount_files "$key" "$WORK/err")
+	p() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+	row "mount: 300 files p50" "$(p "$ld" p50)" "$(p "$lb" p50)" "" "$(requests "$WORK/err")"
+	row "mount: 300 files p99" "$(p "$ld" p99)" "$(p "$lb" p99)" "" ""
+
+	tc=$(timed "$WORK/err" curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -o /dev/null "$ep/bench/$size.tar.zst")
+	row "curl GET (floor)" "" "$tc" "" "1 GET of $asize bytes"
+done

@@ -615,6 +615,9 @@ func (s *dirStore) Open(e *Entry) (File, error) {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENXIO) {
 			err = ErrChanged // the regular file became a symlink or a FIFO/socket
 		}
+		if errors.Is(err, unix.EACCES) && IsEFS(e) {
+			return nil, &PathError{Op: "opening", Path: e.StorePath, Err: fmt.Errorf("%w: %w", errEFSNoRaw, fs.ErrPermission)}
+		}
 		return nil, &PathError{Op: "opening", Path: e.StorePath, Err: describeErrno(err)}
 	}
 	var st unix.Stat_t
@@ -629,16 +632,25 @@ func (s *dirStore) Open(e *Entry) (File, error) {
 		f.Close()
 		return nil, &PathError{Op: "opening", Path: e.StorePath, Err: fmt.Errorf("no longer the file that was listed: %w", ErrChanged)}
 	}
-	return &osFile{f: f, size: st.Size}, nil
+	return &osFile{f: f, size: st.Size, efs: IsEFS(e)}, nil
 }
 
 // osFile is an open file of a directory store.
 type osFile struct {
 	f    *os.File
 	size int64
+	efs  bool // the file carries the NTFS encrypted attribute
 }
 
-func (o *osFile) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
+func (o *osFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := o.f.ReadAt(p, off)
+	if err != nil && o.efs && errors.Is(err, unix.EACCES) {
+		// ntfs-3g opens an encrypted file but refuses to read it
+		// without efs_raw: say why instead of a bare EACCES.
+		err = fmt.Errorf("%w: %w", errEFSNoRaw, err)
+	}
+	return n, err
+}
 func (o *osFile) Close() error                            { return o.f.Close() }
 func (o *osFile) Size() int64                             { return o.size }
 

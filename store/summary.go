@@ -27,6 +27,10 @@ type Summary struct {
 	// profile of a hard-link store). ntfs-3g may count a DOS 8.3 name as
 	// a link, so this is a strong hint, not proof; hardlinkscan decides.
 	LinkedOutside int64 `json:"linked_outside_files"`
+	// EFSFiles counts files carrying the NTFS encrypted attribute (IsEFS):
+	// their bytes are raw EFS data, readable as content only on Windows.
+	EFSFiles int64 `json:"efs_files"`
+	EFSBytes int64 `json:"efs_bytes"`
 
 	Drives []DriveSummary `json:"drives"`
 	Users  []UserSummary  `json:"users"`
@@ -93,6 +97,10 @@ func Summarize(ctx context.Context, s Store, progress func(files, bytes int64)) 
 		}
 		if e.Control {
 			sum.Control++
+		}
+		if IsEFS(e) {
+			sum.EFSFiles++
+			sum.EFSBytes += e.Size
 		}
 		sum.Files++
 		sum.BytesApparent += e.Size

@@ -651,8 +651,8 @@ func (o *osFile) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, err
 }
-func (o *osFile) Close() error                            { return o.f.Close() }
-func (o *osFile) Size() int64                             { return o.size }
+func (o *osFile) Close() error { return o.f.Close() }
+func (o *osFile) Size() int64  { return o.size }
 
 // Fd exposes the descriptor for FUSE passthrough and zero-copy readers.
 func (o *osFile) Fd() uintptr { return o.f.Fd() }

@@ -237,6 +237,13 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 	}
 	var m *progress.Meter
 	eo.Notice = func(kind, path, msg string) {
+		if kind == "efs" {
+			if m != nil {
+				m.Done()
+			}
+			efsNote(&o.globalOptions, path)
+			return
+		}
 		if o.Quiet && (kind == "escaped" || kind == "collision") {
 			return
 		}
@@ -313,6 +320,9 @@ func printExtractSummary(o *extractOptions, r *extract.Result) error {
 				*l = []extract.Problem{}
 			}
 		}
+		if r.EFSFiles == nil {
+			r.EFSFiles = []string{}
+		}
 		for _, l := range []*[]extract.Rename{&r.Escaped, &r.Collisions} {
 			if *l == nil {
 				*l = []extract.Rename{}
@@ -349,6 +359,13 @@ func printExtractSummary(o *extractOptions, r *extract.Result) error {
 	line(r.Special > 0, "not extracted: %d symlinks, FIFOs, sockets or devices (never extracted)", r.Special)
 	line(r.EscapedCount > 0, "escaped names: %d (Windows naming rules; reverse with %%XX decoding, see docs/extract.md)", r.EscapedCount)
 	line(r.CollisionCount > 0, "case collisions: %d names kept under an escaped name", r.CollisionCount)
+	if r.EFSCount > 0 {
+		fmt.Fprintf(w, "  EFS:        %s:\n", efsWords(r.EFSCount))
+		for _, p := range r.EFSFiles {
+			fmt.Fprintf(w, "    %s  [%s]\n", p, store.EFSNote)
+		}
+		line(r.EFSCount > int64(len(r.EFSFiles)), "    ... and %d more", r.EFSCount-int64(len(r.EFSFiles)))
+	}
 	line(r.StaleTempsRemoved > 0, "cleaned: %d temporary files left by an interrupted run", r.StaleTempsRemoved)
 	line(r.MetaUnsupported > 0, "metadata: the target keeps no creation time / Windows attributes for %d files (no extended attributes)", r.MetaUnsupported)
 	line(r.MetaFailures > 0, "metadata: %d times or attributes could not be set (first: %s)", r.MetaFailures, r.MetaError)

@@ -303,6 +303,9 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 			fmt.Fprintf(w, "other:       %d symlinks, %d FIFOs/sockets/devices (listed, never read)\n", s.Symlinks, s.Others)
 		}
 		fmt.Fprintf(w, "bytes:       %s apparent, %s unique (hard links once)\n", progress.Bytes(s.BytesApparent), progress.Bytes(s.BytesUnique))
+		if s.EFSFiles > 0 {
+			fmt.Fprintf(w, "EFS:         %d files (%s) carry the NTFS encrypted attribute: %s (usmtkit ls -R marks them E)\n", s.EFSFiles, progress.Bytes(s.EFSBytes), store.EFSNote)
+		}
 		if s.MultiLinked > 0 {
 			fmt.Fprintf(w, "hard links:  %d files have links outside the store (run usmtkit hardlinks before deleting it); %d link groups inside the store\n", s.LinkedOutside, s.InStoreLinkGroups)
 		}

@@ -32,7 +32,8 @@ func init() {
 		ArgsUsage: `STORE [STORE...] [WINDOWS-PATH]`,
 		Description: `Lists a folder of the store by its Windows path (C:\Users\jdoe\Documents),
 like ls -l: type and Windows attributes (R read-only, H hidden, S system,
-A archive), last write time, size, name. Without a path it lists the drives
+A archive, E encrypted: raw EFS data, also said after the name), last
+write time, size, name. Without a path it lists the drives
 and the store's control files. The last argument is taken as a Windows path
 when it is not an existing path on this machine. Several STOREs are the
 volumes of one multi-volume store.
@@ -225,9 +226,12 @@ func (p *lister) print(e *store.Entry, full bool, werr error) error {
 		return nil
 	}
 	if p.o.JSON {
-		r := manifest.FromEntry(e)
+		r := lsRecord{Record: manifest.FromEntry(e)}
 		if werr != nil {
 			r.Error = werr.Error()
+		}
+		if store.IsEFS(e) {
+			r.EFS, r.Note = true, store.EFSNote
 		}
 		b, err := json.Marshal(r)
 		if err != nil {
@@ -256,20 +260,33 @@ func (p *lister) print(e *store.Entry, full bool, werr error) error {
 	case store.TypeOther:
 		typ = "?"
 	}
+	if store.IsEFS(e) {
+		name += "  [" + store.EFSNote + "]"
+	}
 	_, err := fmt.Fprintf(p.w, "%s%s  %s %s  %s\n", typ, attrString(e), time.Unix(0, e.MtimeNs).UTC().Format("2006-01-02 15:04:05"), size, name)
 	return err
 }
 
-// attrString renders the Windows attributes a technician looks for.
+// lsRecord is one line of ls --json: the manifest record of the entry,
+// plus efs and its note for a file carrying the NTFS encrypted attribute
+// (docs/cli.md).
+type lsRecord struct {
+	manifest.Record
+	EFS  bool   `json:"efs,omitempty"`
+	Note string `json:"note,omitempty"`
+}
+
+// attrString renders the Windows attributes a technician looks for; E
+// (encrypted, as Explorer shows it) marks raw EFS data.
 func attrString(e *store.Entry) string {
 	if !e.HasWinAttr {
-		return "    "
+		return "     "
 	}
-	b := []byte("----")
+	b := []byte("-----")
 	for i, f := range []struct {
 		bit uint32
 		c   byte
-	}{{0x1, 'R'}, {0x2, 'H'}, {0x4, 'S'}, {0x20, 'A'}} {
+	}{{0x1, 'R'}, {0x2, 'H'}, {0x4, 'S'}, {0x20, 'A'}, {store.FileAttributeEncrypted, 'E'}} {
 		if e.WinAttrs&f.bit != 0 {
 			b[i] = f.c
 		}

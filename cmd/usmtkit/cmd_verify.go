@@ -98,6 +98,8 @@ type verifyFileJSON struct {
 	Control      bool   `json:"control,omitempty"`
 	Status       string `json:"status"`
 	Detail       string `json:"detail,omitempty"`
+	EFS          bool   `json:"efs,omitempty"`  // NTFS-encrypted: raw EFS data
+	Note         string `json:"note,omitempty"` // store.EFSNote when efs
 }
 
 // verifySummaryJSON is the final --json line (docs/verify.md).
@@ -235,13 +237,19 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 		if r.Type == "dir" && r.Status == verify.OK {
 			return nil
 		}
+		if r.EFS {
+			efsNote(&o.globalOptions, r.Name())
+		}
 		show := report == "all" || (r.Status != verify.OK && (report == "failureonly" || report == "summary"))
 		if !show {
 			return nil
 		}
 		if o.JSON {
 			j := verifyFileJSON{Type: "file", Path: r.Name(), StorePath: r.StorePath, Kind: r.Type, Control: r.Control,
-				Status: string(r.Status), Detail: r.Detail}
+				Status: string(r.Status), Detail: r.Detail, EFS: r.EFS}
+			if r.EFS {
+				j.Note = store.EFSNote
+			}
 			if !utf8.ValidString(r.StorePath) {
 				j.StorePathB64 = base64.StdEncoding.EncodeToString([]byte(r.StorePath))
 			}
@@ -422,6 +430,9 @@ func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifest
 	fmt.Fprintf(w, "store:      %s (%s)\n", strings.Join(info.Roots, ", "), info.Kind)
 	fmt.Fprintf(w, "files:      %d checked: %d OK, %d damaged (%d corrupted, %d changed, %d missing), %d unreadable, %d extra, %d skipped\n",
 		s.Files, s.OKCount, s.Damaged(), s.Corrupt, s.Changed, s.Missing, s.Unread, s.Extra, s.Skipped)
+	if s.EFS > 0 {
+		fmt.Fprintf(w, "EFS:        %s\n", efsWords(s.EFS))
+	}
 	if s.Level == verify.LevelData || s.Archive == verify.ArchiveSalvage {
 		word := "read:       "
 		if s.Archive != "" {
@@ -461,6 +472,6 @@ func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifest
 	case s.Problems() > 0:
 		fmt.Fprintf(w, "result:     PROBLEMS FOUND: %s\n", strings.TrimPrefix(problemWords(s), "verify found problems: "))
 	default:
-		fmt.Fprintf(w, "result:     OK: every file checked at the %s level\n", s.Level)
+		fmt.Fprintf(w, "result:     OK: every file checked at the %s level%s\n", s.Level, efsAside(s.EFS))
 	}
 }

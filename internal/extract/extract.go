@@ -62,6 +62,9 @@ type Options struct {
 	Progress func(files, bytes int64)
 }
 
+// MaxEFSListed bounds Result.EFSFiles; EFSCount keeps counting.
+const MaxEFSListed = 1000
+
 // Problem is a file that was not extracted because of damage or a
 // conflict.
 type Problem struct {
@@ -106,6 +109,11 @@ type Result struct {
 	MetaFailures      int64  `json:"metadata_failures"`
 	MetaError         string `json:"metadata_error,omitempty"`
 	StaleTempsRemoved int64  `json:"stale_temps_removed"`
+	// EFSCount counts the selected files carrying the NTFS encrypted
+	// attribute (store.IsEFS): what is written for them is raw EFS data,
+	// not the user's content. EFSFiles names the first MaxEFSListed.
+	EFSCount int64    `json:"efs"`
+	EFSFiles []string `json:"efs_files"`
 
 	Damaged    []Problem `json:"damaged_files"`
 	Failed     []Problem `json:"failed_files"`
@@ -427,6 +435,15 @@ func (r *run) visit(e *store.Entry, werr error) error {
 	}
 	if werr != nil {
 		return r.problem(&problemError{kind: "damaged", err: fmt.Errorf("%s: %w", displayPath(e), werr)}, e)
+	}
+	if store.IsEFS(e) {
+		r.res.EFSCount++
+		if len(r.res.EFSFiles) < MaxEFSListed {
+			r.res.EFSFiles = append(r.res.EFSFiles, displayPath(e))
+		}
+		if r.o.Notice != nil {
+			r.o.Notice("efs", displayPath(e), store.EFSNote)
+		}
 	}
 	if r.w == nil { // dry run
 		r.res.Files++

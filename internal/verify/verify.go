@@ -82,6 +82,9 @@ type Result struct {
 	Control   bool
 	Status    Status
 	Detail    string // why, for anything not OK
+	// EFS: the file carries the NTFS encrypted attribute (store.IsEFS):
+	// what was read, if anything, is raw EFS data, not the user's content.
+	EFS bool
 }
 
 // Name is the path to show: the Windows path when the entry has one.
@@ -128,19 +131,22 @@ type Options struct {
 
 // Summary is what a run found. It is filled even when Run stops early.
 type Summary struct {
-	Level    Level  `json:"level"`
-	Check    string `json:"check"` // "manifest" or "structure"
-	Hashes   bool   `json:"content_hashes"`
-	Files    int64  `json:"files"` // entries given a verdict, OK directories excepted
-	Dirs     int64  `json:"dirs"`
-	Bytes    int64  `json:"bytes_read"`
-	OKCount  int64  `json:"ok"`
-	Corrupt  int64  `json:"corrupted"`
-	Changed  int64  `json:"changed"`
-	Missing  int64  `json:"missing"`
-	Extra    int64  `json:"extra"`
-	Unread   int64  `json:"unreadable"`
-	Skipped  int64  `json:"skipped"`
+	Level   Level  `json:"level"`
+	Check   string `json:"check"` // "manifest" or "structure"
+	Hashes  bool   `json:"content_hashes"`
+	Files   int64  `json:"files"` // entries given a verdict, OK directories excepted
+	Dirs    int64  `json:"dirs"`
+	Bytes   int64  `json:"bytes_read"`
+	OKCount int64  `json:"ok"`
+	Corrupt int64  `json:"corrupted"`
+	Changed int64  `json:"changed"`
+	Missing int64  `json:"missing"`
+	Extra   int64  `json:"extra"`
+	Unread  int64  `json:"unreadable"`
+	Skipped int64  `json:"skipped"`
+	// EFS counts files carrying the NTFS encrypted attribute, whatever
+	// their verdict (docs/verify.md): an OK one was read as raw EFS data.
+	EFS      int64  `json:"efs_files"`
 	Catalog  Status `json:"catalog"`
 	CatalogD string `json:"catalog_detail,omitempty"`
 	// StoreErrors is damage that belongs to no single entry (an archive
@@ -193,6 +199,9 @@ func (s *Summary) count(r *Result) {
 	// Files counts every verdict but OK directories, so that
 	// Files = OK + damaged + unreadable + extra + skipped.
 	s.Files++
+	if r.EFS {
+		s.EFS++
+	}
 	switch r.Status {
 	case OK:
 		s.OKCount++
@@ -410,7 +419,7 @@ func (v *run) item(it *manifest.Item) error {
 
 func (v *run) base(it *manifest.Item) *Result {
 	e := &it.Entry
-	return &Result{StorePath: e.StorePath, WinPath: e.WinPath, Type: e.Type.String(), Control: e.Control, Status: OK}
+	return &Result{StorePath: e.StorePath, WinPath: e.WinPath, Type: e.Type.String(), Control: e.Control, Status: OK, EFS: store.IsEFS(e)}
 }
 
 // readVerdict turns a read error into a status.

@@ -421,7 +421,7 @@ func TestExtractDryRunWritesNothing(t *testing.T) {
 func TestExtractLongNames(t *testing.T) {
 	longDir := strings.Repeat("d", 280)
 	longFile := strings.Repeat("n", 300) + ".txt"
-	f := newFake().dir("USMT").dir("USMT/File").dir("USMT/File/C$").dir("USMT/File/C$/" + longDir).
+	f := newFake().dir("USMT").dir("USMT/File").dir("USMT/File/C$").dir("USMT/File/C$/"+longDir).
 		file("USMT/File/C$/"+longDir+"/"+longFile, "", "long").
 		file("USMT/File/C$/after.txt", "", "after")
 	dest := filepath.Join(t.TempDir(), "out")

@@ -202,6 +202,10 @@ func statx(dirfd int, name string, flags int) (*unix.Statx_t, error) {
 // longer than PATH_MAX and must not be opened as a whole).
 func (d *Dir) Path() string { return d.path }
 
+// SetPath replaces the path used in messages (a caller that knows a
+// better spelling than the one Parent derived).
+func (d *Dir) SetPath(p string) { d.path = p }
+
 // Fd is the descriptor, for *at calls this package does not wrap. The
 // Dir keeps ownership.
 func (d *Dir) Fd() int { return d.fd }

@@ -24,6 +24,10 @@ type dirCache struct {
 	mu  sync.Mutex
 	m   map[dirKey]*cachedDir
 	lru *list.List // front: most recent; values *cachedDir
+	// kids indexes the cached folders by their parent's key, so a folder
+	// that left the cache can be reopened through the ".." of a cached
+	// child (a walk going back up: find on a mount reopens every parent).
+	kids map[dirKey]map[*cachedDir]bool
 }
 
 const maxCachedDirs = 64
@@ -53,6 +57,40 @@ func (c *dirCache) get(k dirKey) *cachedDir {
 	return cd
 }
 
+// childOf returns a cached folder directly below k, referenced, or nil.
+func (c *dirCache) childOf(k dirKey) *cachedDir {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for cd := range c.kids[k] {
+		cd.refs++
+		c.lru.MoveToFront(cd.elem)
+		return cd
+	}
+	return nil
+}
+
+// parentKey is the key of the folder holding k (k.path != "").
+func parentKey(k dirKey) dirKey {
+	p, _ := splitStorePath(k.path)
+	return dirKey{k.vol, p}
+}
+
+// forget removes an entry from the map and the parent index (mu held).
+func (c *dirCache) forget(cd *cachedDir) {
+	delete(c.m, cd.key)
+	if cd.key.path != "" {
+		pk := parentKey(cd.key)
+		delete(c.kids[pk], cd)
+		if len(c.kids[pk]) == 0 {
+			delete(c.kids, pk)
+		}
+	}
+	cd.evicted = true
+	if cd.refs == 0 {
+		cd.dir.Close()
+	}
+}
+
 // put adds a folder just opened and returns it referenced; when another
 // caller added the same key meanwhile, d is closed and theirs returned.
 func (c *dirCache) put(k dirKey, d *safeio.Dir) *cachedDir {
@@ -60,6 +98,7 @@ func (c *dirCache) put(k dirKey, d *safeio.Dir) *cachedDir {
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = map[dirKey]*cachedDir{}
+		c.kids = map[dirKey]map[*cachedDir]bool{}
 		c.lru = list.New()
 	}
 	if cd := c.m[k]; cd != nil {
@@ -71,15 +110,17 @@ func (c *dirCache) put(k dirKey, d *safeio.Dir) *cachedDir {
 	cd := &cachedDir{dir: d, key: k, refs: 1}
 	cd.elem = c.lru.PushFront(cd)
 	c.m[k] = cd
+	if k.path != "" {
+		pk := parentKey(k)
+		if c.kids[pk] == nil {
+			c.kids[pk] = map[*cachedDir]bool{}
+		}
+		c.kids[pk][cd] = true
+	}
 	for el := c.lru.Back(); el != nil && c.lru.Len() > maxCachedDirs; {
 		prev := el.Prev()
-		old := el.Value.(*cachedDir)
 		c.lru.Remove(el)
-		delete(c.m, old.key)
-		old.evicted = true
-		if old.refs == 0 {
-			old.dir.Close()
-		}
+		c.forget(el.Value.(*cachedDir))
 		el = prev
 	}
 	return cd
@@ -98,12 +139,8 @@ func (c *dirCache) release(cd *cachedDir) {
 func (c *dirCache) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, cd := range c.m {
-		delete(c.m, k)
-		cd.evicted = true
-		if cd.refs == 0 {
-			cd.dir.Close()
-		}
+	for _, cd := range c.m {
+		c.forget(cd)
 	}
 	if c.lru != nil {
 		c.lru.Init()

@@ -178,6 +178,15 @@ func (s *dirStore) dirAt(vol int, storePath string) (*cachedDir, error) {
 	}
 	var d *safeio.Dir
 	var err error
+	if kid := s.dirs.childOf(k); kid != nil {
+		// Going back up: one ".." instead of a walk down from an ancestor.
+		d, err = kid.dir.Parent()
+		s.dirs.release(kid)
+		if err == nil {
+			d.SetPath(s.full(vol, storePath))
+			return s.dirs.put(k, d), nil
+		}
+	}
 	if storePath == "" {
 		d, err = safeio.OpenDirPath(s.roots[vol])
 	} else {

@@ -3,7 +3,6 @@ package fusefs
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -24,23 +24,11 @@ import (
 // endpoint is not connected").
 var ErrStale = errors.New("the mountpoint is left over from a server that died")
 
-// MountEntry is one line of /proc/self/mountinfo (read by package store,
-// which also warns about risky mounts of stores).
+// MountEntry is one line of /proc/self/mountinfo (read by internal/safeio).
 type MountEntry = store.Mount
 
 // MountAt returns the topmost mount whose mount point is path, if any.
-func MountAt(path string) (*MountEntry, bool) {
-	ms, err := store.Mounts()
-	if err != nil {
-		return nil, false
-	}
-	for i := len(ms) - 1; i >= 0; i-- {
-		if ms[i].MountPoint == path {
-			return &ms[i], true
-		}
-	}
-	return nil, false
-}
+func MountAt(path string) (*MountEntry, bool) { return safeio.MountAt(path) }
 
 // IsStale reports whether path is a FUSE mountpoint whose server is gone.
 // statfs always reaches the FUSE connection; stat alone may be answered
@@ -89,16 +77,17 @@ func CheckMountpoint(mnt string) (real string, recovered bool, err error) {
 		}
 		return "", recovered, fmt.Errorf("%s is already a mount point (%s from %s): %s", real, m.FSType, m.Source, hint)
 	}
-	d, err := os.Open(real)
+	d, err := safeio.OpenDirPath(real)
 	if err != nil {
 		return "", recovered, fmt.Errorf("checking mountpoint %s: %w", real, err)
 	}
-	names, err := d.Readdirnames(1)
+	names, err := d.Names()
 	d.Close()
-	if err != nil && err != io.EOF {
+	if err != nil {
 		return "", recovered, fmt.Errorf("checking mountpoint %s: %w", real, err)
 	}
 	if len(names) > 0 {
+		sort.Strings(names)
 		return "", recovered, fmt.Errorf("mountpoint %s is not empty (it holds %s): mounting would hide its files; give an empty directory", real, names[0])
 	}
 	return real, recovered, nil
@@ -106,32 +95,26 @@ func CheckMountpoint(mnt string) (real string, recovered bool, err error) {
 
 // CheckOverlap refuses a mountpoint equal to, inside or above any of the
 // store paths: serving a store into itself deadlocks the kernel (restic
-// GH #5234). Paths are compared after resolving symlinks.
+// GH #5234). Paths are compared by safeio's outside-the-store rule
+// (device and inode of every folder on the way up, symlinks resolved).
 func CheckOverlap(mnt string, storePaths []string) error {
-	m := realPath(mnt)
-	for _, p := range storePaths {
-		r := realPath(p)
-		switch {
-		case r == m:
-			return fmt.Errorf("mountpoint %s is the store itself (%s): choose an empty directory outside the store", mnt, p)
-		case strings.HasPrefix(m, r+"/") || r == "/":
-			return fmt.Errorf("mountpoint %s is inside the store %s: choose an empty directory outside the store", mnt, p)
-		case strings.HasPrefix(r, m+"/") || m == "/":
-			return fmt.Errorf("mountpoint %s contains the store %s: choose an empty directory outside the store", mnt, p)
+	var in *safeio.InsideError
+	if err := safeio.CheckOutside(mnt, storePaths); errors.As(err, &in) {
+		if in.Self {
+			return fmt.Errorf("mountpoint %s is the store itself (%s): choose an empty directory outside the store", mnt, in.Root)
 		}
+		return fmt.Errorf("mountpoint %s is inside the store %s: choose an empty directory outside the store", mnt, in.Root)
+	} else if err != nil {
+		return fmt.Errorf("checking mountpoint %s: %w", mnt, err)
+	}
+	below, err := safeio.RootsBelow(mnt, storePaths)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("checking mountpoint %s: %w", mnt, err)
+	}
+	if len(below) > 0 {
+		return fmt.Errorf("mountpoint %s contains the store %s: choose an empty directory outside the store", mnt, below[0].Root)
 	}
 	return nil
-}
-
-func realPath(p string) string {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return filepath.Clean(p)
-	}
-	if r, err := filepath.EvalSymlinks(abs); err == nil {
-		return r
-	}
-	return abs
 }
 
 // fusermount finds fusermount3, then fusermount.

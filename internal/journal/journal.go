@@ -1,0 +1,228 @@
+// Package journal keeps a record of finished work items in a JSON-lines
+// file, so a long run over many items (stores of a share copy, uploads) can
+// be interrupted and resumed. The format is docs/journal.md, version 1.
+//
+// Each finished item is one line: a JSON object with the format version,
+// the operation, the item's key, its status, its times, its exit code, its
+// error and free fields. Lines are only ever appended, each with a single
+// write followed by fdatasync, so an interruption at any moment (Ctrl-C,
+// SIGKILL, power loss) leaves every earlier line whole and at most the last
+// line cut short. A reader ignores a cut-short last line and says so; a
+// writer cuts it off before appending, so it never joins a new record.
+//
+// The file is locked (flock) while a writer has it open: two runs cannot
+// append to one journal at once.
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Version is the format version written in every record ("v").
+const Version = 1
+
+// Statuses every user of the package shares. An operation may add its own.
+const (
+	StatusOK          = "ok"          // done, nothing wrong
+	StatusProblems    = "problems"    // done, and the item had problems (exit 3)
+	StatusFailed      = "failed"      // the item could not be done (not found, unreadable, unsupported)
+	StatusInterrupted = "interrupted" // stopped before it was done
+)
+
+// Done reports whether a status means the item needs no redoing: the work
+// ran to its end, whatever it found.
+func Done(status string) bool { return status == StatusOK || status == StatusProblems }
+
+// Record is one line of the journal.
+type Record struct {
+	Version  int            `json:"v"`
+	Op       string         `json:"op"`  // the operation: "verify", "index", ...
+	Key      string         `json:"key"` // what the item is (a store's absolute path)
+	Status   string         `json:"status"`
+	Started  time.Time      `json:"started"`
+	Finished time.Time      `json:"finished"`
+	ExitCode int            `json:"exit_code"`
+	Error    string         `json:"error,omitempty"`
+	Fields   map[string]any `json:"fields,omitempty"` // the operation's own facts (counts, ids)
+}
+
+// ErrLocked is returned by Open when another process holds the journal.
+var ErrLocked = errors.New("the journal is in use by another run")
+
+// Read returns the records of the journal at path, in file order, and
+// notes about lines it ignored (a line cut short at the end, a line that
+// is not a record). A missing file is an empty journal. Records of a newer
+// format version are ignored with a note.
+func Read(path string) ([]Record, []string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	return read(f, path)
+}
+
+func read(r io.Reader, path string) ([]Record, []string, error) {
+	var recs []Record
+	var notes []string
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 && line[len(line)-1] != '\n' {
+			// No newline at the end of the file: the write was cut short.
+			notes = append(notes, fmt.Sprintf("%s: the last line (%d) was cut short, as an interrupted run leaves it: ignored (its item is done again)", path, n))
+			return recs, notes, nil
+		}
+		if len(line) > 0 {
+			line = bytes.TrimRight(line, "\r\n")
+			if len(bytes.TrimSpace(line)) > 0 {
+				var rec Record
+				switch uerr := json.Unmarshal(line, &rec); {
+				case uerr != nil || rec.Key == "" || rec.Version < 1:
+					notes = append(notes, fmt.Sprintf("%s: line %d is not a journal record: ignored", path, n))
+				case rec.Version > Version:
+					notes = append(notes, fmt.Sprintf("%s: line %d has format version %d, newer than this usmtkit's %d: ignored", path, n, rec.Version, Version))
+				default:
+					recs = append(recs, rec)
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return recs, notes, nil
+		}
+		if err != nil {
+			return recs, notes, err
+		}
+	}
+}
+
+// Latest returns, for one operation, the last record of each key (a later
+// record of a key replaces an earlier one: a store redone).
+func Latest(recs []Record, op string) map[string]Record {
+	m := map[string]Record{}
+	for _, r := range recs {
+		if r.Op == op {
+			m[r.Key] = r
+		}
+	}
+	return m
+}
+
+// Writer appends records to a journal. It is safe for concurrent use.
+type Writer struct {
+	mu   sync.Mutex
+	f    *os.File
+	path string
+	err  error // the first write error; later appends return it
+}
+
+// Open opens the journal at path for appending, creating it if needed, and
+// locks it. A last line cut short by an earlier interruption is cut off
+// (note says so); the caller has already read it with Read.
+func Open(path string) (w *Writer, note string, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, "", fmt.Errorf("%s: %w", path, ErrLocked)
+		}
+		return nil, "", fmt.Errorf("locking %s: %w", path, err)
+	}
+	cut, err := cutTornTail(f)
+	if err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("repairing %s: %w", path, err)
+	}
+	if cut > 0 {
+		note = fmt.Sprintf("%s: removed a last line cut short by an interrupted run (%d bytes)", path, cut)
+	}
+	return &Writer{f: f, path: path}, note, nil
+}
+
+// cutTornTail truncates the file after its last newline and returns how
+// many bytes went.
+func cutTornTail(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if size == 0 {
+		return 0, nil
+	}
+	buf := make([]byte, 64<<10)
+	end := size
+	for end > 0 {
+		n := int64(len(buf))
+		if n > end {
+			n = end
+		}
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			keep := end - n + int64(i) + 1
+			if keep == size {
+				return 0, nil
+			}
+			return size - keep, truncSync(f, keep)
+		}
+		end -= n
+	}
+	return size, truncSync(f, 0)
+}
+
+func truncSync(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return unix.Fdatasync(int(f.Fd()))
+}
+
+// Append writes one record as one line and syncs it to disk before
+// returning. Version is filled in.
+func (w *Writer) Append(rec Record) error {
+	rec.Version = Version
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if _, err := w.f.Write(b); err != nil {
+		w.err = fmt.Errorf("writing the journal %s: %w", w.path, err)
+		return w.err
+	}
+	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
+		w.err = fmt.Errorf("syncing the journal %s: %w", w.path, err)
+		return w.err
+	}
+	return nil
+}
+
+// Close releases the lock and closes the file.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.f.Close()
+}

@@ -26,13 +26,17 @@ type indexOptions struct {
 	JSON    bool
 	// now is the clock (tests fix it); nil means time.Now.
 	now func() time.Time
+	fleetFlags
+	// inFleet: this store is one of many (fleet_index.go); its text line is
+	// the fleet's.
+	inFleet bool
 }
 
 func init() {
 	register(&cli.Command{
 		Name:      "index",
 		Usage:     "write a manifest of a store: every entry with its metadata and content hash",
-		ArgsUsage: "STORE [STORE...] -o MANIFEST",
+		ArgsUsage: "STORE [STORE...] -o MANIFEST | SHARE... -o DIR | --from FILE -o DIR",
 		Description: `Walks the store and writes a manifest (docs/manifest.md): one JSON line per
 entry in a fixed order with size, times, attributes, hard-link group and an
 xxhash64 of the content (hard-link groups are read once), the control files
@@ -44,22 +48,29 @@ existing file is kept unless --force, and a path inside the store is refused:
 usmtkit never writes into a store. Entries that cannot be read are recorded
 with their error, and the exit status is then 3 (partial).
 
+Many stores at once (a share copy, --from FILE, or several STOREs with --each):
+-o is a folder (created if needed) that gets one manifest per store, named
+<store folder>.manifest, or <SMPSTORE folder>_<store folder>.manifest for a
+share member; --jobs, --journal and --redo as for verify (docs/cli.md).
+
 Examples:
    usmtkit index /mnt/c/USMTMIG -o /root/jdoe.manifest
+   usmtkit index /srv/share-copy -o /root/manifests --journal /root/index.journal
    usmtkit index /mnt/c/USMTMIG /mnt/d/USMTMIG -o both.manifest --no-hash
 
 ` + exitcodes.Table,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the manifest file to write (outside the store)"},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the manifest file to write (outside the store); over many stores, a folder"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing manifest"},
 			&cli.BoolFlag{Name: "no-hash", Usage: "metadata only: do not read file contents"},
 			&cli.IntFlag{Name: "threads", Value: manifest.DefaultThreads, Usage: "files read in parallel"},
 			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
 			&cli.BoolFlag{Name: "json", Usage: "print the final summary as one JSON object"},
-		},
+		}, fleetCLIFlags()...),
 		Action: func(c *cli.Context) error {
 			o := &indexOptions{globalOptions: *globalsOf(c), Output: c.String("output"), Force: c.Bool("force"),
-				NoHash: c.Bool("no-hash"), Threads: c.Int("threads"), Plain: c.Bool("plain"), JSON: c.Bool("json")}
+				NoHash: c.Bool("no-hash"), Threads: c.Int("threads"), Plain: c.Bool("plain"), JSON: c.Bool("json"),
+				fleetFlags: fleetFlagsOf(c)}
 			return runIndex(c.Context, o, c.Args().Slice())
 		},
 	})
@@ -90,46 +101,72 @@ func openStore(g *globalOptions, ds []*store.Detection) (store.Store, error) {
 	return wrapStore(s), nil
 }
 
+// indexOutcome is what one store's index wrote, for the fleet line and
+// the journal (fleet_index.go).
+type indexOutcome struct {
+	Info    *store.Info
+	Counts  *manifest.Counts // nil unless the manifest was written
+	Elapsed time.Duration
+}
+
 func runIndex(ctx context.Context, o *indexOptions, args []string) error {
-	if len(args) == 0 {
-		return exitcodes.Usagef("index needs at least one STORE path")
+	if len(args) == 0 && o.From == "" {
+		return exitcodes.Usagef("index needs at least one STORE path (or --from FILE)")
 	}
 	if o.Output == "" {
-		return exitcodes.Usagef("index needs -o MANIFEST: the file to write (outside the store)")
+		return exitcodes.Usagef("index needs -o MANIFEST: the file to write (outside the store); over many stores, a folder")
 	}
 	if o.Threads < 1 || o.Threads > 256 {
 		return exitcodes.Usagef(fmt.Sprintf("--threads must be between 1 and 256, not %d", o.Threads))
 	}
+	ds, fleet, err := fleetWanted(&o.fleetFlags, args, o.Plain)
+	if err != nil {
+		return err
+	}
+	if fleet {
+		return runIndexFleet(ctx, o, args)
+	}
+	_, err = indexStore(ctx, o, args, ds)
+	return err
+}
+
+// indexStore writes the manifest of one store (the volumes of one store).
+// ds is what detection found at args, or nil to detect here.
+func indexStore(ctx context.Context, o *indexOptions, args []string, ds []*store.Detection) (*indexOutcome, error) {
+	res := &indexOutcome{}
 	now := time.Now
 	if o.now != nil {
 		now = o.now
 	}
 	start := time.Now()
-	ds, err := detectAll(args, o.Plain)
-	if err != nil {
-		return err
+	var err error
+	if ds == nil {
+		if ds, err = detectAll(args, o.Plain); err != nil {
+			return res, err
+		}
 	}
 	s, err := openStore(&o.globalOptions, ds)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer s.Close()
 	info := s.Info()
+	res.Info = info
 	for _, n := range info.Notes {
 		o.notef("usmtkit: note: %s", n)
 	}
 	if err := manifest.CheckOutside(o.Output, append(append([]string{}, info.Roots...), info.Input...)); err != nil {
 		if errors.Is(err, manifest.ErrInsideStore) {
-			return exitcodes.Usagef("refusing to write the manifest: " + err.Error())
+			return res, exitcodes.Usagef("refusing to write the manifest: " + err.Error())
 		}
-		return err
+		return res, err
 	}
 	out, err := manifest.CreateAtomic(o.Output, o.Force)
 	if err != nil {
 		if errors.Is(err, manifest.ErrExists) {
-			return exitcodes.Usagef(fmt.Sprintf("%s already exists; pass --force to replace it, or choose another -o path", o.Output))
+			return res, exitcodes.Usagef(fmt.Sprintf("%s already exists; pass --force to replace it, or choose another -o path", o.Output))
 		}
-		return err
+		return res, err
 	}
 	defer out.Abort() // no-op after Commit
 
@@ -140,7 +177,7 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 		if sum, err := store.Summarize(ctx, s, nil); err == nil {
 			m.SetTotal(sum.Files, sum.BytesApparent)
 		} else if ctx.Err() != nil {
-			return ctx.Err()
+			return res, ctx.Err()
 		}
 	}
 
@@ -153,7 +190,7 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 	}
 	w, err := manifest.NewWriter(out, hdr)
 	if err != nil {
-		return fmt.Errorf("writing %s: %w; check the disk has room", o.Output, err)
+		return res, fmt.Errorf("writing %s: %w; check the disk has room", o.Output, err)
 	}
 	var readBytes func(int64)
 	if !o.NoHash {
@@ -190,10 +227,10 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 			return nil
 		})
 	if writeErr != nil {
-		return fmt.Errorf("writing %s: %w; check the disk has room (nothing was written under that name)", o.Output, writeErr)
+		return res, fmt.Errorf("writing %s: %w; check the disk has room (nothing was written under that name)", o.Output, writeErr)
 	}
 	if err != nil {
-		return err // interrupted or a fatal walk error: the temporary file is removed
+		return res, err // interrupted or a fatal walk error: the temporary file is removed
 	}
 	tr, err := w.Close()
 	if err == nil {
@@ -201,17 +238,18 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 	}
 	if err != nil {
 		if errors.Is(err, manifest.ErrExists) {
-			return exitcodes.Usagef(fmt.Sprintf("%s appeared while indexing; pass --force to replace it, or choose another -o path", o.Output))
+			return res, exitcodes.Usagef(fmt.Sprintf("%s appeared while indexing; pass --force to replace it, or choose another -o path", o.Output))
 		}
-		return fmt.Errorf("writing %s: %w; check the disk has room (nothing was written under that name)", o.Output, err)
+		return res, fmt.Errorf("writing %s: %w; check the disk has room (nothing was written under that name)", o.Output, err)
 	}
 	m.Done()
 	elapsed := time.Since(start)
+	res.Counts, res.Elapsed = &tr.Counts, elapsed
 	if o.JSON {
 		b, _ := json.Marshal(indexSummary{Type: "summary", Manifest: o.Output, Hashed: !o.NoHash, Entries: tr.Entries,
 			Files: tr.Files, Dirs: tr.Dirs, Bytes: tr.Bytes, Errors: tr.Errors, ElapsedMs: float64(elapsed.Microseconds()) / 1000})
 		fmt.Fprintln(o.Stdout, string(b))
-	} else {
+	} else if !o.inFleet { // in a fleet, the store's one line says it (fleet_index.go)
 		what := "indexed"
 		if o.NoHash {
 			what = "listed (no content hashes)"
@@ -227,7 +265,7 @@ func runIndex(ctx context.Context, o *indexOptions, args []string) error {
 		parts = append(parts, fmt.Sprintf("%d paths exist on more than one volume (only the first volume's copy is in the manifest)", len(cl)))
 	}
 	if len(parts) > 0 {
-		return fmt.Errorf("%s: %w", strings.Join(parts, "; "), exitcodes.ErrPartial)
+		return res, fmt.Errorf("%s: %w", strings.Join(parts, "; "), exitcodes.ErrPartial)
 	}
-	return nil
+	return res, nil
 }

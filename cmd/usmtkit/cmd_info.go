@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/usmtkit/usmtkit/objstore"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -71,23 +70,7 @@ type infoReport struct {
 }
 
 func detectAll(args []string, plain bool) ([]*store.Detection, error) {
-	var ds []*store.Detection
-	for _, a := range args {
-		var d *store.Detection
-		var err error
-		if objstore.IsURL(a) {
-			d = objectDetection(a)
-		} else if plain {
-			d, err = store.DetectPlain(a)
-		} else {
-			d, err = store.Detect(a)
-		}
-		if err != nil {
-			return nil, err
-		}
-		ds = append(ds, d)
-	}
-	return ds, nil
+	return detectAllWith(args, store.DetectOptions{Plain: plain})
 }
 
 func runInfo(ctx context.Context, o *infoOptions, args []string) error {

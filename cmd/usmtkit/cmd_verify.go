@@ -32,13 +32,20 @@ type verifyOptions struct {
 	Log      string
 	Threads  int
 	Plain    bool
+	// ListFiles is ScanState's /listfiles output: every file it lists must
+	// be in the store (listfiles.go).
+	ListFiles string
+	fleetFlags
+	// inFleet: this store is one of many (fleet.go); its text summary is the
+	// fleet's one line, and notes go to its own grouped stderr.
+	inFleet bool
 }
 
 func init() {
 	register(&cli.Command{
 		Name:      "verify",
 		Usage:     "check a store against its manifest, or check that it is readable and consistent",
-		ArgsUsage: "STORE [STORE...] [--manifest MANIFEST]",
+		ArgsUsage: "STORE [STORE...] [--manifest MANIFEST] | SHARE... | --from FILE",
 		Description: `With --manifest (written by usmtkit index), every entry is compared with the
 manifest: OK, MISSING, EXTRA, CHANGED (size, modified time or type differ),
 CORRUPTED (content hash differs with the same size and time) or UNREADABLE;
@@ -64,25 +71,40 @@ CATALOG line). With all, failureonly and catalog the summary goes to stderr.
 summary or catalog) and a final summary object, printed even when the run is
 interrupted. --log FILE also writes the full per-file report to FILE.
 
+--listfiles LOG takes the file ScanState /listfiles wrote (one Windows path per
+line; UTF-16 or UTF-8, with or without a BOM): every file it lists that is not
+in the store is MISSING.
+
+Many stores at once: a share copy, --from FILE (one store path per line), or
+several STOREs with --each are verified --jobs at a time, each with its own
+report and one summary line, then a total; --journal FILE records each store
+when it is done so a re-run skips it (unless --redo). With --manifest DIR
+(written by index -o DIR over the same stores) each store is checked against
+its own manifest. Several STOREs without --each are the volumes of one store.
+
 Examples:
    usmtkit verify /mnt/c/USMTMIG --manifest /root/jdoe.manifest
+   usmtkit verify /mnt/c/USMTMIG --listfiles /root/scanstate-files.txt
+   usmtkit verify /srv/share-copy --jobs 4 --journal /root/share.journal
    usmtkit verify /mnt/c/USMTMIG --manifest m --report failureonly --log /root/verify.log
    usmtkit verify /media/usb/store --level structure --json
    usmtkit verify /srv/stores/PC042.tar.zst --manifest /root/jdoe.manifest
 
 ` + exitcodes.Table,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the manifest to check against (from usmtkit index)"},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the manifest to check against (from usmtkit index); over many stores, the folder index -o wrote"},
 			&cli.StringFlag{Name: "level", Value: string(verify.LevelData), Usage: "structure (metadata only) or data (read and hash every file)"},
 			&cli.StringFlag{Name: "report", Usage: "summary, all, failureonly or catalog (default summary; all under --json)"},
 			&cli.BoolFlag{Name: "json", Usage: "NDJSON on stdout: one object per file, then a summary object"},
 			&cli.StringFlag{Name: "log", Usage: "also write the full per-file report to this file (outside the store)"},
 			&cli.IntFlag{Name: "threads", Value: manifest.DefaultThreads, Usage: "files read in parallel"},
 			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
-		},
+			&cli.StringFlag{Name: "listfiles", Usage: "ScanState's /listfiles `LOG`: every file listed must be in the store (MISSING otherwise)"},
+		}, fleetCLIFlags()...),
 		Action: func(c *cli.Context) error {
 			o := &verifyOptions{globalOptions: *globalsOf(c), Manifest: c.String("manifest"), Level: c.String("level"),
-				Report: c.String("report"), JSON: c.Bool("json"), Log: c.String("log"), Threads: c.Int("threads"), Plain: c.Bool("plain")}
+				Report: c.String("report"), JSON: c.Bool("json"), Log: c.String("log"), Threads: c.Int("threads"), Plain: c.Bool("plain"),
+				ListFiles: c.String("listfiles"), fleetFlags: fleetFlagsOf(c)}
 			return runVerify(c.Context, o, c.Args().Slice())
 		},
 	})
@@ -114,11 +136,22 @@ type verifySummaryJSON struct {
 	Error       string   `json:"error,omitempty"`
 	ExitCode    int      `json:"exit_code"`
 	ElapsedMs   float64  `json:"elapsed_ms"`
+	// ListFiles is the --listfiles check (listfiles.go), when asked.
+	ListFiles *listFilesSummary `json:"listfiles,omitempty"`
 }
 
-func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error) {
-	if len(args) == 0 {
-		return exitcodes.Usagef("verify needs at least one STORE path")
+// verifyOutcome is what one store's verify found, for the fleet line and
+// the journal (fleet_verify.go). Sum is nil when nothing was checked.
+type verifyOutcome struct {
+	Sum       *verify.Summary
+	Info      *store.Info
+	MIG       *migVerifySummary
+	ListFiles *listFilesSummary
+}
+
+func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
+	if len(args) == 0 && o.From == "" {
+		return exitcodes.Usagef("verify needs at least one STORE path (or --from FILE)")
 	}
 	level, lerr := verify.ParseLevel(o.Level)
 	if lerr != nil {
@@ -138,23 +171,50 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	if o.Threads < 1 || o.Threads > 256 {
 		return exitcodes.Usagef(fmt.Sprintf("--threads must be between 1 and 256, not %d", o.Threads))
 	}
+	ds, fleet, err := fleetWanted(&o.fleetFlags, args, o.Plain)
+	if err != nil {
+		return err
+	}
+	if fleet {
+		return runVerifyFleet(ctx, o, args, level, report)
+	}
+	_, err = verifyStore(ctx, o, args, ds, level, report)
+	return err
+}
+
+// verifyStore verifies one store (the volumes of one store) and prints its
+// report. ds is what detection found at args, or nil to detect here.
+func verifyStore(ctx context.Context, o *verifyOptions, args []string, ds []*store.Detection, level verify.Level, report string) (res *verifyOutcome, err error) {
+	res = &verifyOutcome{}
 	// From here on, --json always ends with a summary object, even when
 	// nothing could be checked.
-	early := func(err error) error {
+	early := func(err error) (*verifyOutcome, error) {
 		if o.JSON && err != nil {
 			b, _ := json.Marshal(verifySummaryJSON{Type: "summary", Summary: &verify.Summary{Level: level, Check: checkKind(o.Manifest)},
 				Store: args, Manifest: o.Manifest, Interrupted: errors.Is(err, context.Canceled), Error: err.Error(),
 				ExitCode: exitcodes.FromError(err)})
 			fmt.Fprintln(o.Stdout, string(b))
 		}
-		return err
+		return res, err
 	}
-	ds, err := detectAll(args, o.Plain)
-	if err != nil {
-		return early(err)
+	if ds == nil {
+		if ds, err = detectAll(args, o.Plain); err != nil {
+			return early(err)
+		}
 	}
 	if len(ds) == 1 && ds[0].Kind == store.KindMIG && ds[0].MIG != nil {
-		return runVerifyMIG(ctx, o, ds[0], report)
+		if o.ListFiles != "" {
+			return early(exitcodes.Usagef("--listfiles needs a store whose files usmtkit can list; a USMT.MIG's file records are not readable (verify it without --listfiles)"))
+		}
+		res.MIG, err = runVerifyMIG(ctx, o, ds[0], report)
+		return res, err
+	}
+	var lf *listFile
+	if o.ListFiles != "" {
+		if lf, err = openListFile(o.ListFiles); err != nil {
+			return early(err)
+		}
+		defer lf.Close()
 	}
 	var info *store.Info
 	// salvage is set when the store is an archive whose footer or TOC is
@@ -172,6 +232,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	default:
 		return early(err)
 	}
+	res.Info = info
 	for _, n := range info.Notes {
 		o.notef("usmtkit: note: %s", n)
 	}
@@ -275,8 +336,12 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	} else {
 		sum, runErr = verify.Run(ctx, s, vo, emit)
 	}
+	if lf != nil && runErr == nil {
+		res.ListFiles, runErr = checkListFile(ctx, lf, s, sum, emit)
+	}
 	m.Done()
 	elapsed := time.Since(start)
+	res.Sum = sum
 
 	// The result error decides the exit status; the summary below is
 	// printed whatever happened.
@@ -289,7 +354,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 	catLine := "CATALOG\t" + string(sum.Catalog)
 	if logw != nil {
 		fmt.Fprintln(logw, catLine)
-		writeSummaryText(logw, sum, info, o.Manifest, elapsed, runErr)
+		writeSummaryText(logw, sum, info, o.Manifest, elapsed, runErr, res.ListFiles)
 	}
 	if o.JSON {
 		if report == "all" || report == "catalog" || (report == "failureonly" && sum.Catalog != verify.OK && sum.Catalog != verify.CatalogNone) {
@@ -299,7 +364,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 		}
 		j := verifySummaryJSON{Type: "summary", Summary: sum, Store: info.Roots, Kind: string(info.Kind), Manifest: o.Manifest,
 			Damaged: sum.Damaged(), Interrupted: errors.Is(runErr, context.Canceled), ExitCode: code,
-			ElapsedMs: float64(elapsed.Microseconds()) / 1000}
+			ElapsedMs: float64(elapsed.Microseconds()) / 1000, ListFiles: res.ListFiles}
 		if runErr != nil {
 			j.Error = runErr.Error()
 		}
@@ -319,12 +384,20 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) (err error)
 			out.Flush()
 			sw = o.Stderr
 		}
-		writeSummaryText(sw, sum, info, o.Manifest, elapsed, runErr)
+		if o.inFleet {
+			// The fleet prints one line for the store (fleet_verify.go);
+			// what that line cannot hold goes with the store's notes.
+			for _, n := range sum.Notes {
+				o.notef("usmtkit: note: %s", n)
+			}
+		} else {
+			writeSummaryText(sw, sum, info, o.Manifest, elapsed, runErr, res.ListFiles)
+		}
 	}
 	if ferr := out.Flush(); ferr != nil && resErr == nil {
-		return fmt.Errorf("writing the report: %w", ferr)
+		return res, fmt.Errorf("writing the report: %w", ferr)
 	}
-	return resErr
+	return res, resErr
 }
 
 // archiveOf reports whether s is an archive made from a store of kind k
@@ -418,7 +491,7 @@ func problemWords(s *verify.Summary) string {
 
 // writeSummaryText prints the human summary: the level that ran, the
 // counts of OK, damaged and skipped files, the catalog, and the verdict.
-func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifestPath string, elapsed time.Duration, runErr error) {
+func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifestPath string, elapsed time.Duration, runErr error, lf *listFilesSummary) {
 	against := "structural check (no manifest)"
 	if s.Check == "manifest" {
 		against = "against manifest " + manifestPath
@@ -460,6 +533,9 @@ func writeSummaryText(w io.Writer, s *verify.Summary, info *store.Info, manifest
 	}
 	for _, e := range s.MissingData {
 		fmt.Fprintf(w, "MISSING:    %s\n", e)
+	}
+	if lf != nil {
+		fmt.Fprintf(w, "listfiles:  %s\n", lf.words())
 	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(w, "note:       %s\n", n)

@@ -26,7 +26,7 @@ type migVerifySummary struct {
 // runVerifyMIG checks a USMT.MIG as usmtutils /verify would report it:
 // the structure always, and for an unencrypted file every record's zlib
 // payload (inflated in a stream, Adler-32 checked). docs/verify.md, USMT.MIG.
-func runVerifyMIG(ctx context.Context, o *verifyOptions, d *store.Detection, report string) error {
+func runVerifyMIG(ctx context.Context, o *verifyOptions, d *store.Detection, report string) (*migVerifySummary, error) {
 	info := d.MIG
 	sum := migVerifySummary{Type: "summary", Store: d.Root, Level: "contents", Encrypted: info.Encrypted,
 		Evidence: info.EncryptionEvidence, Damage: []string{}}
@@ -75,7 +75,7 @@ func runVerifyMIG(ctx context.Context, o *verifyOptions, d *store.Detection, rep
 		}
 	})
 	if err != nil {
-		return err
+		return &sum, err
 	}
 	bad := sum.Corrupted > 0 || len(sum.Damage) > 0
 	if bad {
@@ -84,7 +84,7 @@ func runVerifyMIG(ctx context.Context, o *verifyOptions, d *store.Detection, rep
 	if o.JSON {
 		b, _ := json.Marshal(sum)
 		emit("%s\n", b)
-	} else {
+	} else if !o.inFleet { // in a fleet, the store's one line says it (fleet_verify.go)
 		if sum.Level == "contents" {
 			emit("level:       contents (structure, and every record's zlib payload inflated with its Adler-32 checked)\n")
 		} else {
@@ -100,10 +100,10 @@ func runVerifyMIG(ctx context.Context, o *verifyOptions, d *store.Detection, rep
 		emit("based on:    the public descriptions of USMT.MIG (file(1), PhotoRec); what a payload holds beyond its zlib stream is not known (docs/stores.md)\n")
 	}
 	if werr != nil {
-		return fmt.Errorf("writing the report: %w", werr)
+		return &sum, fmt.Errorf("writing the report: %w", werr)
 	}
 	if bad {
-		return fmt.Errorf("%s: %d of %d records CORRUPTED, %d problems with the file as a whole: %w", d.Root, sum.Corrupted, sum.Records, len(sum.Damage), exitcodes.ErrPartial)
+		return &sum, fmt.Errorf("%s: %d of %d records CORRUPTED, %d problems with the file as a whole: %w", d.Root, sum.Corrupted, sum.Records, len(sum.Damage), exitcodes.ErrPartial)
 	}
-	return nil
+	return &sum, nil
 }

@@ -98,6 +98,7 @@ func TestJSONKeysSnakeCase(t *testing.T) {
 		{"hardlinks", hl.StorePath, "--live", live},
 		{"rd", hl.StorePath, "--live", live}, // a dry run
 	}
+	cases = append(cases, fleetJSONCases(t, dir, share.Root, copies, sp, mig)...)
 	seen := map[string]bool{}
 	for _, args := range cases {
 		code, stdout, stderr := runCLI(t, append(append([]string{}, args...), "--json")...)
@@ -124,8 +125,23 @@ func TestJSONKeysSnakeCase(t *testing.T) {
 			t.Errorf("%v: keys not in snake_case: %s", args, strings.Join(list, ", "))
 		}
 	}
+	// The journals those runs wrote (docs/journal.md) have snake_case keys too.
+	for _, j := range []string{"fleet.journal", "fleet-index.journal"} {
+		raw, err := os.ReadFile(filepath.Join(dir, j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := map[string]bool{}
+		vals := jsonValues(t, string(raw))
+		for _, v := range vals {
+			badKeys(v, j, bad, seen)
+		}
+		if len(vals) == 0 || len(bad) > 0 {
+			t.Errorf("%s: %d records, keys not in snake_case: %v", j, len(vals), bad)
+		}
+	}
 	// The walk reached the nested objects, not only the top level.
-	for _, k := range []string{"stores", "share", "control_files", "store_path", "drives", "exit_code", "first_record_names"} {
+	for _, k := range []string{"stores", "share", "control_files", "store_path", "drives", "exit_code", "first_record_names", "store_id", "not_started"} {
 		if !seen[k] {
 			t.Errorf("no output had the key %q: the inputs no longer cover it", k)
 		}

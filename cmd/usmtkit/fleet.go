@@ -268,6 +268,9 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 	var jw *journal.Writer
 	if ff.Journal != "" {
 		recs, jnotes, err := journal.Read(ff.Journal)
+		if errors.Is(err, journal.ErrNotRegular) {
+			return exitcodes.Usagef(err.Error())
+		}
 		if err != nil {
 			return fmt.Errorf("reading the journal %s: %w", ff.Journal, err)
 		}
@@ -301,9 +304,9 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 
 	start := time.Now()
 	var (
-		outMu   sync.Mutex // one store's block at a time
-		tot     fleetTotals
-		jerr    error
+		outMu sync.Mutex // one store's block at a time
+		tot   fleetTotals
+		jerr  error
 	)
 	tot.Warnings = warnings
 	finish := func(it *fleetItem, res fleetResult, out, errOut *groupBuf) {
@@ -421,9 +424,9 @@ func skippedResult(r journal.Record) fleetResult {
 // fleetTotals counts the stores of a run.
 type fleetTotals struct {
 	Stores, OK, Problems, Failed, Interrupted, Skipped, SkippedBad, NotStarted int
-	Warnings                                                              []string
-	ExitCode                                                              int
-	Elapsed                                                               time.Duration
+	Warnings                                                                   []string
+	ExitCode                                                                   int
+	Elapsed                                                                    time.Duration
 }
 
 func (t *fleetTotals) add(r fleetResult) {

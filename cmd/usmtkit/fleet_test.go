@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -289,5 +290,54 @@ func fleetJSONCases(t *testing.T, dir, share, copies, storePath, mig string) [][
 		{"verify", "--each", storePath, mig},
 		{"index", share, "-o", m},
 		{"index", copies, "-o", filepath.Join(dir, "fleet-manifests-2"), "--journal", filepath.Join(dir, "fleet-index.journal")},
+	}
+}
+
+// A journal another run holds is refused (exit 2); a journal that cannot be
+// written stops the run (exit 1); a run stopped by Ctrl-C exits 130 and
+// counts the stores it did not start.
+func TestVerifyFleetJournalErrorsAndInterrupt(t *testing.T) {
+	dir := t.TempDir()
+	root, stores := fleetShare(t, dir, 4, 100)
+	j := filepath.Join(dir, "j")
+	w, _, err := journal.Open(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(t, "verify", root, "--journal", j)
+	w.Close()
+	if code != exitcodes.Usage || !strings.Contains(stderr, "in use by another run") {
+		t.Fatalf("a held journal: exit %d: %s", code, stderr)
+	}
+	// A journal on a full file system: every append fails (ENOSPC).
+	full := filepath.Join(dir, "full")
+	os.Mkdir(full, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", full).CombinedOutput(); err != nil {
+		t.Fatalf("mounting a small tmpfs (tests run as root): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", full).Run() })
+	fj := filepath.Join(full, "j")
+	os.WriteFile(fj, nil, 0o644)
+	filler, _ := os.Create(filepath.Join(full, "filler"))
+	for {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	code, out, stderr := runCLI(t, "verify", root, "--journal", fj, "--jobs", "1")
+	if code != exitcodes.Failure || !strings.Contains(out, "result:     STOPPED: writing the journal "+fj) || linesStarting(out, "OK ") >= len(stores) {
+		t.Fatalf("an unwritable journal: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, _, stderr := runCLI(t, "verify", root, "--journal", "/dev/full"); code != exitcodes.Usage || !strings.Contains(stderr, "regular file") {
+		t.Fatalf("a device as the journal: exit %d %s", code, stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var o, e bytes.Buffer
+	code = run(ctx, []string{"usmtkit", "verify", root, "--json"}, &o, &e)
+	f := parseFleetJSON(t, o.String())
+	if code != exitcodes.Interrupted || f.total["not_started"] != json.Number(fmt.Sprint(len(stores))) || f.total["exit_code"] != json.Number("130") {
+		t.Fatalf("interrupted: exit %d, total %v\n%s", code, f.total, e.String())
 	}
 }

@@ -72,15 +72,43 @@ func Read(path string) ([]Record, []string, error) {
 		return nil, nil, err
 	}
 	defer f.Close()
+	if err := regular(f, path); err != nil {
+		return nil, nil, err
+	}
 	return read(f, path)
 }
+
+// regular refuses anything but a regular file (a device such as /dev/zero
+// would be read for ever).
+func regular(f *os.File, path string) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: %w", path, ErrNotRegular)
+	}
+	return nil
+}
+
+// ErrNotRegular is returned for a journal path that is not a regular file.
+var ErrNotRegular = errors.New("a journal must be a regular file")
+
+// maxLine bounds a record line; a longer line is not a record.
+const maxLine = 1 << 20
 
 func read(r io.Reader, path string) ([]Record, []string, error) {
 	var recs []Record
 	var notes []string
 	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
 	for n := 1; ; n++ {
-		line, err := br.ReadBytes('\n')
+		line, long, err := readLine(br, buf[:0])
+		buf = line
+		if long {
+			notes = append(notes, fmt.Sprintf("%s: line %d is longer than %d bytes, not a journal record: ignored", path, n, maxLine))
+			line = line[:0]
+		}
 		if len(line) > 0 && line[len(line)-1] != '\n' {
 			// No newline at the end of the file: the write was cut short.
 			notes = append(notes, fmt.Sprintf("%s: the last line (%d) was cut short, as an interrupted run leaves it: ignored (its item is done again)", path, n))
@@ -106,6 +134,27 @@ func read(r io.Reader, path string) ([]Record, []string, error) {
 		if err != nil {
 			return recs, notes, err
 		}
+	}
+}
+
+// readLine reads up to and with the next newline. A line longer than
+// maxLine is consumed but not kept (long is true).
+func readLine(br *bufio.Reader, buf []byte) (line []byte, long bool, err error) {
+	for {
+		frag, err := br.ReadSlice('\n')
+		if !long {
+			buf = append(buf, frag...)
+			if len(buf) > maxLine {
+				long, buf = true, buf[:0]
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if long && err == nil {
+			return []byte{'\n'}, true, nil
+		}
+		return buf, long, err
 	}
 }
 
@@ -135,6 +184,10 @@ type Writer struct {
 func Open(path string) (w *Writer, note string, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
+		return nil, "", err
+	}
+	if err := regular(f, path); err != nil {
+		f.Close()
 		return nil, "", err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {

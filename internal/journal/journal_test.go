@@ -165,3 +165,23 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// A line longer than maxLine is skipped with a note without being held; a
+// device is refused (a /dev/zero journal would be read for ever).
+func TestLongLineAndDevice(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "j")
+	good := `{"v":1,"op":"verify","key":"/a","status":"ok"}` + "\n"
+	os.WriteFile(p, []byte(good+strings.Repeat("x", maxLine+10)+"\n"+good), 0o644)
+	recs, notes, err := Read(p)
+	if err != nil || len(recs) != 2 || len(notes) != 1 || !strings.Contains(notes[0], "line 2 is longer") {
+		t.Fatalf("%v %d %q", err, len(recs), notes)
+	}
+	for _, dev := range []string{"/dev/zero", "/dev/full"} {
+		if _, _, err := Read(dev); !errors.Is(err, ErrNotRegular) {
+			t.Errorf("Read(%s): %v", dev, err)
+		}
+		if _, _, err := Open(dev); !errors.Is(err, ErrNotRegular) {
+			t.Errorf("Open(%s): %v", dev, err)
+		}
+	}
+}

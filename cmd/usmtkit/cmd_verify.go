@@ -331,7 +331,7 @@ func verifyStore(ctx context.Context, o *verifyOptions, args []string, ds []*sto
 	if salvage != nil {
 		sum, runErr = runVerifySalvage(ctx, ds[0].Root, salvage, vo, emit)
 		if sum == nil {
-			return runErr // the archive could not be opened again
+			return res, runErr // the archive could not be opened again
 		}
 	} else {
 		sum, runErr = verify.Run(ctx, s, vo, emit)

@@ -135,8 +135,19 @@ func imageVolume(t *testing.T, sizeMiB int64, mkfs, mount string, loop bool, mou
 		t.Fatalf("%s: %v\n%s", mount, err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
-			t.Errorf("fusermount3 -u %s: %v\n%s", mnt, err, out)
+		// Another test process probing every mount for a store's other
+		// volumes (store.OpenVolumes) can hold this one busy for a moment:
+		// retry, then detach it lazily (as fixtures.NTFSVolume does).
+		var out []byte
+		var err error
+		for i := 0; i < 20; i++ {
+			if out, err = exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if lout, lerr := exec.Command("fusermount3", "-u", "-z", mnt).CombinedOutput(); lerr != nil {
+			t.Errorf("fusermount3 -u %s: %v\n%s\nlazy: %v %s", mnt, err, out, lerr, lout)
 		}
 	})
 	return mnt

@@ -29,7 +29,7 @@ var (
 )
 
 const (
-	migMaxRecords   = 1 << 20 // stop walking (and say so) past this many records
+	migMaxRecords   = 1 << 22 // stop walking (and say so) past this many records
 	migNameCap      = 2048    // bytes of a record name we decode
 	migFirstNames   = 5
 	migScanForFirst = 64 << 10
@@ -120,6 +120,7 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 		return info, nil
 	}
 	off := first
+	cur := newMIGCursor(r, size)
 	for off < size {
 		if rest := size - off; rest == migTail {
 			info.TailBytes = rest // PhotoRec's 8 bytes after the last record
@@ -129,18 +130,16 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 			info.WalkCapped = true
 			break
 		}
-		n, _ := r.ReadAt(hdr[:], off)
-		if n < 24 {
-			info.Truncated = true
+		rec, ok := readMIGRecord(cur, off)
+		if !ok {
+			if h, _ := cur.at(off, 24); len(h) < 24 {
+				info.Truncated = true
+			} else {
+				info.ChainBroken = true
+			}
 			break
 		}
-		if !bytes.Equal(hdr[:4], mrtsTag) {
-			info.ChainBroken = true
-			break
-		}
-		nameLen := int64(binary.LittleEndian.Uint32(hdr[4:8]))
-		recSize := int64(binary.LittleEndian.Uint32(hdr[8:12]))
-		next := off + 24 + recSize
+		nameLen, next := rec.NameLen, rec.Next
 		if next > size || off+24+nameLen > size {
 			info.Truncated = true
 			info.Records++
@@ -152,8 +151,7 @@ func walkMIG(r io.ReaderAt, size int64) (*MIGInfo, error) {
 		if len(info.FirstNames) < migFirstNames {
 			// Names are read in both kinds: file(1) prints the first
 			// record's name for "with password" files too.
-			nb := make([]byte, min(nameLen, migNameCap))
-			if m, _ := r.ReadAt(nb, off+24); m == len(nb) {
+			if nb, _ := cur.at(off+24, int(min(nameLen, migNameCap))); int64(len(nb)) == min(nameLen, migNameCap) {
 				info.FirstNames = append(info.FirstNames, decodeUTF16LE(nb))
 			}
 		}

@@ -1,10 +1,8 @@
 package store
 
 import (
-	"bytes"
-	"compress/zlib"
+	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -55,21 +53,25 @@ func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, inflate bool, 
 	if info.FirstRecord < 0 {
 		return nil
 	}
-	var hdr [24]byte
+	var pi *payloadInflater
+	if inflate {
+		pi = newPayloadInflater(r)
+		defer pi.close()
+	}
 	off, size := info.FirstRecord, info.Size
+	cur := newMIGCursor(r, size)
 	for n := 0; n < migMaxRecords && off < size && size-off != migTail; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if m, _ := r.ReadAt(hdr[:], off); m < 24 || !bytes.Equal(hdr[:4], mrtsTag) {
+		rec, ok := readMIGRecord(cur, off)
+		if !ok {
 			return nil // the chain ends here: info says how
 		}
-		nameLen := int64(binary.LittleEndian.Uint32(hdr[4:8]))
-		next := off + 24 + int64(binary.LittleEndian.Uint32(hdr[8:12]))
+		nameLen, next := rec.NameLen, rec.Next
 		c := MIGRecordCheck{Offset: off, OK: true, Stored: max(0, next-off-24-nameLen)}
 		if off+24+nameLen <= size {
-			nb := make([]byte, min(nameLen, migNameCap))
-			if m, _ := r.ReadAt(nb, off+24); m == len(nb) {
+			if nb, _ := cur.at(off+24, int(min(nameLen, migNameCap))); int64(len(nb)) == min(nameLen, migNameCap) {
 				c.Name = decodeUTF16LE(nb)
 			}
 		}
@@ -82,7 +84,7 @@ func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, inflate bool, 
 		case nameLen > next-off-24:
 			c.OK, c.Detail = false, "the name is longer than the record"
 		case inflate:
-			c.Inflated, c.Detail = inflatePayload(r, off+24+nameLen, next)
+			c.Inflated, c.Detail = pi.inflate(ctx, rec.NameEnd(), next, migMaxInflate)
 			c.OK = c.Detail == ""
 		}
 		fn(c)
@@ -96,29 +98,76 @@ func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, inflate bool, 
 
 // migMaxInflate bounds one record's inflated size: a zlib bomb is reported
 // as damage instead of read forever. No file a profile holds is near it.
-const migMaxInflate = 1 << 40
+// A variable so the hostile tests can lower it.
+var migMaxInflate int64 = 1 << 40
 
-// inflatePayload inflates the zlib stream of a record payload (8 bytes
-// after the name, as file(1) places it) to the end, which checks its
-// Adler-32. It returns the inflated size and "" or why it failed.
-func inflatePayload(r io.ReaderAt, nameEnd, recEnd int64) (int64, string) {
+// payloadInflater inflates record payloads one after the other with one
+// decompressor and one read buffer (memory does not grow with the number
+// or size of records).
+type payloadInflater struct {
+	r   io.ReaderAt
+	zr  migInflater
+	br  *bufio.Reader
+	out []byte
+}
+
+// migReadBuffer is the read size from the MIG: large enough that reading
+// is a small share of inflating, small next to the 64 MiB goal.
+const migReadBuffer = 256 << 10
+
+func newPayloadInflater(r io.ReaderAt) *payloadInflater {
+	return &payloadInflater{r: r, zr: newMIGInflater(), br: bufio.NewReaderSize(nil, migReadBuffer), out: make([]byte, 256<<10)}
+}
+
+func (p *payloadInflater) close() { p.zr.Close() }
+
+// inflate inflates the zlib stream of a record payload (8 bytes after the
+// name, as file(1) places it) to its end, which checks its Adler-32, and
+// stops past limit bytes. It returns the inflated size and "" or why it
+// failed.
+func (p *payloadInflater) inflate(ctx context.Context, nameEnd, recEnd, limit int64) (int64, string) {
 	start := nameEnd + migZlibOffset
 	if recEnd-start < 2 {
 		return 0, "the payload is too short to hold a zlib stream"
 	}
-	zr, err := zlib.NewReader(io.NewSectionReader(r, start, recEnd-start))
-	if err != nil {
+	p.br.Reset(io.NewSectionReader(p.r, start, recEnd-start))
+	if err := p.zr.Reset(p.br); err != nil {
 		return 0, fmt.Sprintf("the payload is not a zlib stream (%v)", err)
 	}
-	n, err := io.Copy(io.Discard, io.LimitReader(zr, migMaxInflate))
-	if err == nil && n == migMaxInflate {
-		return n, "the payload inflates past 1 TiB (a zlib bomb?)"
-	}
-	if err != nil {
-		if errors.Is(err, zlib.ErrChecksum) {
-			return n, "the payload's Adler-32 checksum does not match its data"
+	var n int64
+	for i := 0; ; i++ {
+		if i&255 == 255 && ctx.Err() != nil {
+			return n, "not finished: interrupted"
 		}
-		return n, fmt.Sprintf("the payload does not inflate (%v)", err)
+		m, err := p.zr.Read(p.out)
+		n += int64(m)
+		if n > limit {
+			return n, fmt.Sprintf("the payload inflates past %s (a zlib bomb?)", sizeWords(limit))
+		}
+		if err == io.EOF {
+			return n, ""
+		}
+		if err != nil {
+			if errors.Is(err, errMIGChecksum) {
+				return n, errMIGChecksum.Error()
+			}
+			if n == 0 {
+				return 0, fmt.Sprintf("the payload is not a zlib stream (%v)", err)
+			}
+			return n, fmt.Sprintf("the payload does not inflate (%v after %d bytes)", err, n)
+		}
 	}
-	return n, ""
+}
+
+// sizeWords says a power-of-two byte count the way the messages do.
+func sizeWords(n int64) string {
+	for _, u := range []struct {
+		shift uint
+		name  string
+	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return fmt.Sprintf("%d %s", n>>u.shift, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

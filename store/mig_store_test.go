@@ -35,15 +35,15 @@ func migWithOddities() (data []byte, want map[string]string, leftOut map[string]
 	specs = append(specs, fixtures.MIGSpec{Name: `File\C:\Users\jdoe\empty.txt`, Content: []byte{}})
 	want[`C:\Users\jdoe\empty.txt`] = ""
 	leftOut = map[string]string{
-		`(Registry record) HKCU\Software\x`:     "what its payload holds is not known",
-		`C:\Users\jdoe\notzlib.txt`:             "not a zlib stream",
-		`C:\Users\jdoe\twice.txt`:               "2 records name this same path",
-		`C:\Users\jdoe\Folder`:                  "use this name as a folder",
-		`C:\Users\jdoe\badsum.txt`:              "Adler-32",
-		`\\server\share\x.txt`:                  "does not start with a drive",
-		`C:\Users\jdoe\trailing\`:               "empty component",
-		"odd":                                   "odd length",
-		"surrogate":                             "unpaired surrogate",
+		`(Registry record) HKCU\Software\x`: "what its payload holds is not known",
+		`C:\Users\jdoe\notzlib.txt`:         "not a zlib stream",
+		`C:\Users\jdoe\twice.txt`:           "2 records name this same path",
+		`C:\Users\jdoe\Folder`:              "use this name as a folder",
+		`C:\Users\jdoe\badsum.txt`:          "Adler-32",
+		`\\server\share\x.txt`:              "does not start with a drive",
+		`C:\Users\jdoe\trailing\`:           "empty component",
+		"odd":                               "odd length",
+		"surrogate":                         "unpaired surrogate",
 	}
 	badsum := fixtures.ZlibPayload([]byte("checksum will not match\n"))
 	badsum[len(badsum)-1] ^= 0xff

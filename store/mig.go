@@ -226,7 +226,7 @@ func (m *MIGInfo) openError(path string) error {
 	if m.Encrypted {
 		return fmt.Errorf("%s %w and cannot be read here; restore it on Windows with the key from the ConfigMgr console (User State Migration > recovery information): usmtutils /extract %s <dest> /decrypt /key:<key>, or loadstate with /decrypt", path, ErrEncrypted, path)
 	}
-	return fmt.Errorf("%s is a compressed USMT store: %w (the USMT.MIG format is not documented); on Windows run usmtutils /extract %s <dest>, or restore with loadstate; `usmtkit info` shows what the file holds", path, ErrUnsupported, path)
+	return fmt.Errorf("%s is a compressed USMT store: %w (the USMT.MIG format is not documented); on Windows run usmtutils /extract %s <dest>, or restore with loadstate; `usmtkit info` shows what the file holds; extract and mount --experimental-mig read its File records by a layout inferred from public descriptions (docs/stores.md)", path, ErrUnsupported, path)
 }
 
 // MIGWindowsPath is a record name in the Windows view: a `File\C:\...`

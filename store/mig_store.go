@@ -145,6 +145,21 @@ func OpenMIG(ctx context.Context, path string, info *MIGInfo, o MIGStoreOptions)
 	return s, nil
 }
 
+// OpenMIGDetected is OpenMIG on what Detect found (a KindMIG detection),
+// keeping its version, level, input and notes.
+func OpenMIGDetected(ctx context.Context, d *Detection, o MIGStoreOptions) (*MIGStore, error) {
+	if d.Kind != KindMIG || d.MIG == nil {
+		return nil, fmt.Errorf("%s is a %s store, not a USMT.MIG", d.Input, d.Kind)
+	}
+	s, err := OpenMIG(ctx, d.Root, d.MIG, o)
+	if err != nil {
+		return nil, err
+	}
+	s.info.Version, s.info.Level, s.info.Input = d.Version, d.Level, []string{d.Input}
+	s.info.Notes = append(s.info.Notes, d.Notes...)
+	return s, nil
+}
+
 // LeftOut returns what was not shown (the first 1000) and how many in all.
 func (s *MIGStore) LeftOut() ([]MIGLeftOut, int64) { return s.leftOut, s.leftOutCount }
 

@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -15,54 +14,6 @@ import (
 	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/store"
 )
-
-// migWithOddities is a crafted MIG holding readable File records and one
-// record of every kind the experimental reader must leave out, with the
-// reason it must give (a substring).
-func migWithOddities() (data []byte, want map[string]string, leftOut map[string]string) {
-	want = map[string]string{}
-	var specs []fixtures.MIGSpec
-	for i, n := range fixtures.MIGDefaultNames {
-		c := fixtures.Text("mig-store/"+n, 3000+1000*i)
-		specs = append(specs, fixtures.MIGSpec{Name: n, Content: c})
-		want[store.MIGWindowsPath(n)] = string(c)
-	}
-	big := fixtures.PseudoRandom("mig-store/big", 3<<20)
-	specs = append(specs, fixtures.MIGSpec{Name: `File\C:\Users\jdoe\Videos\big.bin`, Content: big})
-	want[`C:\Users\jdoe\Videos\big.bin`] = string(big)
-	specs = append(specs, fixtures.MIGSpec{Name: `File\c:\Users\jdoe\lower-drive.txt`, Content: []byte("lower\n")})
-	want[`C:\Users\jdoe\lower-drive.txt`] = "lower\n"
-	specs = append(specs, fixtures.MIGSpec{Name: `File\C:\Users\jdoe\empty.txt`, Content: []byte{}})
-	want[`C:\Users\jdoe\empty.txt`] = ""
-	leftOut = map[string]string{
-		`(Registry record) HKCU\Software\x`: "what its payload holds is not known",
-		`C:\Users\jdoe\notzlib.txt`:         "not a zlib stream",
-		`C:\Users\jdoe\twice.txt`:           "2 records name this same path",
-		`C:\Users\jdoe\Folder`:              "use this name as a folder",
-		`C:\Users\jdoe\badsum.txt`:          "Adler-32",
-		`\\server\share\x.txt`:              "does not start with a drive",
-		`C:\Users\jdoe\trailing\`:           "empty component",
-		"odd":                               "odd length",
-		"surrogate":                         "unpaired surrogate",
-	}
-	badsum := fixtures.ZlibPayload([]byte("checksum will not match\n"))
-	badsum[len(badsum)-1] ^= 0xff
-	specs = append(specs,
-		fixtures.MIGSpec{Name: `Registry\HKCU\Software\x`, Content: []byte("value")},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\notzlib.txt`, Payload: bytes.Repeat([]byte{0xAB}, 100)},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\twice.txt`, Content: []byte("one")},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\twice.txt`, Content: []byte("two")},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\Folder`, Content: []byte("a file")},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\Folder\inside.txt`, Content: []byte("inside\n")},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\badsum.txt`, Payload: badsum},
-		fixtures.MIGSpec{Name: `File\\\server\share\x.txt`, Content: []byte("unc")},
-		fixtures.MIGSpec{Name: `File\C:\Users\jdoe\trailing\`, Content: []byte("dir?")},
-		fixtures.MIGSpec{Name: "odd", NameRaw: []byte("F\x00i\x00l\x00e\x00\\\x00C\x00:\x00\\\x00x"), Content: []byte("odd")},
-		fixtures.MIGSpec{Name: "surrogate", NameRaw: append([]byte("F\x00i\x00l\x00e\x00\\\x00C\x00:\x00\\\x00"), 0x00, 0xD8, 'x', 0), Content: []byte("sur")},
-	)
-	want[`C:\Users\jdoe\Folder\inside.txt`] = "inside\n"
-	return fixtures.BuildMIGRecords(specs), want, leftOut
-}
 
 func writeTemp(t *testing.T, name string, data []byte) string {
 	t.Helper()
@@ -91,7 +42,7 @@ func openMIG(t *testing.T, p string, marker bool) *store.MIGStore {
 // its Windows path, and every record that cannot be interpreted is listed
 // with its reason instead.
 func TestMIGStoreContents(t *testing.T) {
-	data, want, wantLeft := migWithOddities()
+	data, want, wantLeft := fixtures.MIGWithOddities()
 	s := openMIG(t, writeTemp(t, "USMT.MIG", data), false)
 	got := storetest.UserFiles(t, s)
 	if len(got) != len(want) {
@@ -147,7 +98,7 @@ func TestMIGStoreContents(t *testing.T) {
 // TestMIGStoreRandomReads: reads at any offset, in any order, return the
 // right bytes (inflating again from the start when they must).
 func TestMIGStoreRandomReads(t *testing.T) {
-	data, want, _ := migWithOddities()
+	data, want, _ := fixtures.MIGWithOddities()
 	s := openMIG(t, writeTemp(t, "USMT.MIG", data), false)
 	e, err := s.Stat("USMT/File/C$/Users/jdoe/Videos/big.bin")
 	if err != nil {
@@ -182,7 +133,7 @@ func TestMIGStoreRandomReads(t *testing.T) {
 // USMT/File (the top of a mount's windows view), says what is inferred
 // and lists what was left out.
 func TestMIGStoreMarker(t *testing.T) {
-	data, _, _ := migWithOddities()
+	data, _, _ := fixtures.MIGWithOddities()
 	s := openMIG(t, writeTemp(t, "USMT.MIG", data), true)
 	for _, p := range []string{store.MIGMarkerName, "USMT/File/" + store.MIGMarkerName} {
 		e, err := s.Stat(p)

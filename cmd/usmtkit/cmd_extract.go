@@ -35,6 +35,9 @@ type extractOptions struct {
 	JSON         bool
 	Plain        bool
 	StoreID      string
+	// ExperimentalMIG reads a USMT.MIG's File records (cmd_mig_experimental.go).
+	ExperimentalMIG bool
+	mig             *store.MIGStore
 }
 
 func init() {
@@ -108,6 +111,7 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as one JSON object on stdout"},
 			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
 			&cli.StringFlag{Name: "store-id", Usage: "pick the store with this `ID` (or unique prefix) of a state migration point share copy"},
+			&cli.BoolFlag{Name: "experimental-mig", Usage: migExperimentalFlagUsage},
 		},
 		Action: func(c *cli.Context) error {
 			o := &extractOptions{globalOptions: *globalsOf(c),
@@ -116,7 +120,7 @@ Examples:
 				MapUser: c.StringSlice("map-user"), MapDrive: c.StringSlice("map-drive"),
 				Layout: c.String("layout"), Names: c.String("names"), Overwrite: c.Bool("overwrite"),
 				SkipExisting: c.Bool("skip-existing"), Hardlinks: c.String("hardlinks"), Continue: c.Bool("continue"),
-				JSON: c.Bool("json"), Plain: c.Bool("plain"), StoreID: c.String("store-id")}
+				JSON: c.Bool("json"), Plain: c.Bool("plain"), StoreID: c.String("store-id"), ExperimentalMIG: c.Bool("experimental-mig")}
 			return runExtract(c.Context, o, c.Args().Slice())
 		},
 	})
@@ -192,7 +196,13 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 		driveMaps = append(driveMaps, dm)
 	}
 	paths, dest := args[:len(args)-1], args[len(args)-1]
-	s, err := openExtractSource(&o.globalOptions, paths, o.Plain, o.StoreID)
+	var s store.Store
+	var err error
+	if o.ExperimentalMIG {
+		s, err = openExtractMIG(ctx, o, paths)
+	} else {
+		s, err = openExtractSource(&o.globalOptions, paths, o.Plain, o.StoreID)
+	}
 	if err != nil {
 		return err
 	}
@@ -304,6 +314,9 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 		}
 		return fmt.Errorf("%d files not extracted: %s; every other file was extracted: %w", n, strings.Join(parts, ", "), exitcodes.ErrPartial)
 	}
+	if o.mig != nil {
+		return migPartial(o.mig)
+	}
 	return nil
 }
 
@@ -311,6 +324,7 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 type extractJSON struct {
 	Type string `json:"type"`
 	*extract.Result
+	MIG *migExperimentalJSON `json:"experimental_mig,omitempty"`
 }
 
 func printExtractSummary(o *extractOptions, r *extract.Result) error {
@@ -328,7 +342,11 @@ func printExtractSummary(o *extractOptions, r *extract.Result) error {
 				*l = []extract.Rename{}
 			}
 		}
-		b, err := json.Marshal(extractJSON{Type: "summary", Result: r})
+		j := extractJSON{Type: "summary", Result: r}
+		if o.mig != nil {
+			j.MIG = migJSON(o.mig)
+		}
+		b, err := json.Marshal(j)
 		if err != nil {
 			return err
 		}
@@ -343,6 +361,9 @@ func printExtractSummary(o *extractOptions, r *extract.Result) error {
 	_, err := fmt.Fprintf(w, "%s %d files (%s) to %s (layout %s, names %s)\n", verb, r.Files, progress.Bytes(r.Bytes), r.Dest, r.Layout, r.Names)
 	if err == nil && r.Mapping != "" {
 		_, err = fmt.Fprintf(w, "  mapped: %s\n", r.Mapping)
+	}
+	if err == nil && o.mig != nil {
+		err = printMIGSummary(w, o.mig)
 	}
 	if err != nil {
 		return err

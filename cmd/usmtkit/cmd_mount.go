@@ -44,6 +44,9 @@ type mountOptions struct {
 	// Stats is where the request statistics go when the mount ends
 	// (--stats, or USMTKIT_MOUNT_STATS); "" for none.
 	Stats string
+	// ExperimentalMIG reads a USMT.MIG's File records (cmd_mig_experimental.go).
+	ExperimentalMIG bool
+	mig             *store.MIGStore
 
 	// readyW is the pipe of a --background child to its parent.
 	readyW *os.File
@@ -97,13 +100,15 @@ Examples:
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
 			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
 			&cli.BoolFlag{Name: "no-passthrough", Usage: "serve every read through usmtkit (for comparison and debugging)"},
+			&cli.BoolFlag{Name: "experimental-mig", Usage: migExperimentalFlagUsage},
 			&cli.StringFlag{Name: "stats", EnvVars: []string{"USMTKIT_MOUNT_STATS"}, Usage: "when the mount ends, write how long requests took and what the slowest reads waited for to this JSON file (docs/mount.md)"},
 		},
 		Action: func(c *cli.Context) error {
 			o := &mountOptions{globalOptions: *globalsOf(c), View: c.String("view"), UID: c.Int("uid"), GID: c.Int("gid"),
 				Umask: c.String("umask"), AllowOther: c.Bool("allow-other"), CaseInsensitive: c.Bool("case-insensitive"),
 				CacheSize: c.Int("cache-size"), Background: c.Bool("background"), LogFile: c.String("log-file"),
-				Debug: c.Bool("debug"), Plain: c.Bool("plain"), NoPassthrough: c.Bool("no-passthrough"), Stats: c.String("stats")}
+				Debug: c.Bool("debug"), Plain: c.Bool("plain"), NoPassthrough: c.Bool("no-passthrough"), Stats: c.String("stats"),
+				ExperimentalMIG: c.Bool("experimental-mig")}
 			return runMount(c.Context, o, c.Args().Slice())
 		},
 	})
@@ -226,7 +231,14 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	if o.GID >= 0 {
 		fopts.GID = uint32(o.GID)
 	}
-	fsys, closeStores, what, err := openForMount(ds, o, fopts)
+	var fsys *fusefs.FS
+	var closeStores func()
+	var what string
+	if o.ExperimentalMIG {
+		fsys, closeStores, what, err = openMountMIG(ctx, ds, o, fopts)
+	} else {
+		fsys, closeStores, what, err = openForMount(ds, o, fopts)
+	}
 	if err != nil {
 		return err
 	}
@@ -257,7 +269,7 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	}
 	line := fmt.Sprintf("serving %s at %s (read-only, %s); press Ctrl-C or run `usmtkit umount %s` to stop", what, mnt, mode, mnt)
 	if o.readyW != nil {
-		fmt.Fprintf(o.readyW, "ok\t%s\n", line)
+		fmt.Fprintf(o.readyW, "%s\t%s\n", readyStatus(o), line)
 		o.readyW.Close()
 		o.readyW = nil
 		detachStdio(o.LogFile)
@@ -275,6 +287,9 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	}
 	if n := fsys.EIOCount(); n > 0 {
 		return fmt.Errorf("%d reads or lookups failed with an I/O error (causes logged above): %w", n, exitcodes.ErrPartial)
+	}
+	if o.mig != nil {
+		return migPartial(o.mig)
 	}
 	return nil
 }
@@ -450,9 +465,12 @@ func startBackground(ctx context.Context, o *mountOptions) error {
 	line, rerr := bufio.NewReader(r).ReadString('\n')
 	status, rest, _ := strings.Cut(strings.TrimSuffix(line, "\n"), "\t")
 	switch {
-	case status == "ok":
+	case status == "ok" || status == readyPartial:
 		if !o.Quiet {
 			fmt.Fprintf(o.Stdout, "%s (background pid %d)\n", rest, cmd.Process.Pid)
+		}
+		if status == readyPartial {
+			return fmt.Errorf("serving, but some of the store was left out (see EXPERIMENTAL.txt at the mount's root): %w", exitcodes.ErrPartial)
 		}
 		return nil
 	case status == "err":

@@ -46,6 +46,7 @@ func sameTime(a, b int64, gran time.Duration) bool {
 	return d == 0 || d < int64(gran) || (gran > time.Nanosecond && d <= int64(gran))
 }
 
+// placeName moves the finished temporary file tmp to name: refusing to
 // replace anything unless --overwrite.
 func (w *writer) placeName(dirfd int, rel, tmp, name, winPath string) error {
 	err := renameNoReplace(dirfd, tmp, name, w.opts.Overwrite)
@@ -80,5 +81,3 @@ func renameNoReplace(dfd int, old, name string, replace bool) error {
 	}
 	return err
 }
-
-// link makes name in d a hard link to the first written name of e's link

@@ -17,8 +17,7 @@ func (w *writer) rememberLink(e *store.Entry, rel string, dev, ino uint64) {
 	}
 }
 
-// placeName moves the finished temporary file tmp to name: refusing to
-
+// link makes name in d a hard link to the first written name of e's link
 // group. It returns false when the group has no written name yet or the
 // target cannot link (the caller then copies).
 func (w *writer) link(d *wdir, name string, e *store.Entry, winPath string) (bool, error) {

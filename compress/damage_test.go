@@ -1,7 +1,6 @@
 package compress
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -15,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/internal/storetest"
@@ -132,18 +131,87 @@ func TestDamagedChunk(t *testing.T) {
 	}
 }
 
-// salvageCompare salvages into a new folder and checks the result against
-// the source tree.
-// Damage after dataEnd (in the index) may show as lost ranges, nothing else.
-func salvageCompare(t *testing.T, src, archive string, dataEnd int64) *SalvageReport {
+// salvagedItem is what the salvage walk gave for one entry: its
+// outcome as seen by the reader (intact: io.EOF after exactly Size good
+// bytes) and its content.
+type salvagedItem struct {
+	e      SalvagedEntry
+	data   []byte
+	intact bool
+}
+
+// salvageTree runs the salvage walk and keeps every entry it yields, by
+// store path. The writing of salvaged entries is internal/extract's
+// (tested there); here the walk is checked on its own.
+func salvageTree(t *testing.T, archive string) (map[string]*salvagedItem, *SalvageReport) {
 	t.Helper()
-	dest := filepath.Join(t.TempDir(), "out")
-	rep, err := SalvageTo(context.Background(), archive, dest)
+	items := map[string]*salvagedItem{}
+	rep, err := Salvage(context.Background(), archive, func(e *SalvagedEntry, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		items[e.Path] = &salvagedItem{e: *e, data: b, intact: err == nil && int64(len(b)) == e.Size}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareDirs(t, src, dest)
-	if rep.DamagedCount != 0 || rep.LostCount != 0 || len(rep.Refused) != 0 || !rep.EndOfArchive {
+	return items, rep
+}
+
+// sameSalvaged compares a salvaged entry with its source file: type,
+// content (intact), mtime, symlink target; a hard link names a path of
+// the same inode.
+func sameSalvaged(t *testing.T, srcDir, rel string, it *salvagedItem) bool {
+	t.Helper()
+	var st unix.Stat_t
+	p := filepath.Join(srcDir, rel)
+	if it == nil || unix.Lstat(p, &st) != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return it.e.Type == store.TypeDir && it.e.MtimeNs == st.Mtim.Nano()
+	case unix.S_IFLNK:
+		target, _ := os.Readlink(p)
+		return it.e.Type == store.TypeSymlink && it.e.Link == target
+	case unix.S_IFREG:
+		if it.e.Hardlink {
+			var ot unix.Stat_t
+			return unix.Lstat(filepath.Join(srcDir, it.e.Link), &ot) == nil && ot.Ino == st.Ino
+		}
+		want, _ := os.ReadFile(p)
+		return it.e.Type == store.TypeFile && it.intact && bytes.Equal(it.data, want) && it.e.MtimeNs == st.Mtim.Nano()
+	}
+	return false
+}
+
+// salvageCompare runs the salvage walk and checks every entry of the
+// source tree came back intact (FIFOs and sockets are never archived).
+// Damage after dataEnd (in the index) may show as lost ranges, nothing else.
+func salvageCompare(t *testing.T, src, archive string, dataEnd int64) *SalvageReport {
+	t.Helper()
+	items, rep := salvageTree(t, archive)
+	n := 0
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if rel == "." || fi.Mode()&(os.ModeNamedPipe|os.ModeSocket|os.ModeDevice) != 0 {
+			return nil
+		}
+		n++
+		if !sameSalvaged(t, src, filepath.ToSlash(rel), items[filepath.ToSlash(rel)]) {
+			t.Errorf("%s: not salvaged as it is in the source", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != n {
+		t.Errorf("salvaged %d entries, the source has %d", len(items), n)
+	}
+	if rep.DamagedCount != 0 || rep.LostCount != 0 || !rep.EndOfArchive {
 		t.Errorf("salvage report %+v", rep)
 	}
 	for _, l := range rep.LostRanges {
@@ -249,50 +317,23 @@ func TestTruncated(t *testing.T) {
 	for _, cut := range cuts {
 		p := storetest.CopyToTemp(t, good)
 		os.Truncate(p, cut)
-		dest := filepath.Join(t.TempDir(), "out")
-		rep, err := SalvageTo(context.Background(), p, dest)
-		if err != nil {
-			t.Fatalf("cut %d: %v", cut, err)
-		}
+		items, rep := salvageTree(t, p)
 		want := 0
 		for sp, end := range ends {
-			q := filepath.Join(dest, sp)
+			it := items[sp]
 			if end <= cut {
 				want++
-				if !sameEntry(t, filepath.Join(dir, sp), q) {
+				if !sameSalvaged(t, dir, sp, it) {
 					t.Errorf("cut %d: %s (ends at %d) not intact", cut, sp, end)
 				}
-			} else if _, err := os.Lstat(q); err == nil {
-				if fi, _ := os.Lstat(q); !fi.IsDir() {
-					t.Errorf("cut %d: %s (ends at %d) appeared", cut, sp, end)
-				}
+			} else if it != nil && it.e.Type == store.TypeFile && !it.e.Hardlink && it.intact {
+				t.Errorf("cut %d: %s (ends at %d) came back intact", cut, sp, end)
 			}
 		}
 		if rep.Intact != int64(want) || rep.LostCount != 0 || rep.DamagedCount > 1 {
 			t.Errorf("cut %d: intact %d want %d, damaged %d, lost %d", cut, rep.Intact, want, rep.DamagedCount, rep.LostCount)
 		}
 	}
-}
-
-// sameEntry compares one extracted entry with its source: type, content
-// or target, and mtime.
-func sameEntry(t *testing.T, src, dst string) bool {
-	sfi, err1 := os.Lstat(src)
-	dfi, err2 := os.Lstat(dst)
-	if err1 != nil || err2 != nil || sfi.Mode() != dfi.Mode() {
-		return false
-	}
-	switch {
-	case sfi.Mode().IsRegular():
-		a, _ := os.ReadFile(src)
-		b, _ := os.ReadFile(dst)
-		return bytes.Equal(a, b) && sfi.ModTime().Equal(dfi.ModTime())
-	case sfi.Mode()&os.ModeSymlink != 0:
-		a, _ := os.Readlink(src)
-		b, _ := os.Readlink(dst)
-		return a == b
-	}
-	return true
 }
 
 // TestWriteUnreadable archives a source whose file fails midway (a damaged
@@ -482,79 +523,6 @@ func mustLookup(t *testing.T, a *Archive, p string) uint32 {
 	return i
 }
 
-// rawEntry is one tar entry of a hand-made archive stream.
-type rawEntry struct {
-	hdr  tar.Header
-	data []byte
-}
-
-// rawArchive builds a stream in the archive layout (header frame, data
-// frame with padding, EOA) from arbitrary tar headers, without TOC: the
-// hostile input salvage must handle.
-func rawArchive(t *testing.T, ents []rawEntry) []byte {
-	t.Helper()
-	enc, _ := zstd.NewWriter(nil)
-	defer enc.Close()
-	var out []byte
-	for _, e := range ents {
-		var hb bytes.Buffer
-		tw := tar.NewWriter(&hb)
-		e.hdr.Format = tar.FormatPAX
-		e.hdr.Size = int64(len(e.data))
-		if err := tw.WriteHeader(&e.hdr); err != nil {
-			t.Fatal(err)
-		}
-		out = enc.EncodeAll(hb.Bytes(), out)
-		if len(e.data) > 0 {
-			d := append(append([]byte(nil), e.data...), make([]byte, tarPad(int64(len(e.data))))...)
-			out = enc.EncodeAll(d, out)
-		}
-	}
-	return enc.EncodeAll(make([]byte, 1024), out)
-}
-
-// TestSalvageToHostile: salvage never writes outside the destination.
-func TestSalvageToHostile(t *testing.T) {
-	base := t.TempDir()
-	outside := filepath.Join(base, "outside")
-	os.Mkdir(outside, 0o755)
-	raw := rawArchive(t, []rawEntry{
-		{hdr: tar.Header{Name: "../escape.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
-		{hdr: tar.Header{Name: "/abs.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
-		{hdr: tar.Header{Name: "a/../../b.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
-		{hdr: tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: outside}},
-		{hdr: tar.Header{Name: "link/through.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
-		{hdr: tar.Header{Name: "hl", Typeflag: tar.TypeLink, Linkname: "../outside/x"}},
-		{hdr: tar.Header{Name: "ok/fine.txt", Typeflag: tar.TypeReg, Mode: 0o644, ModTime: testMtime}, data: []byte("fine")},
-	})
-	p := filepath.Join(base, "hostile.tar.zst")
-	os.WriteFile(p, raw, 0o600)
-	dest := filepath.Join(base, "dest")
-	rep, err := SalvageTo(context.Background(), p, dest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Refused) != 5 {
-		t.Errorf("refused %d: %+v", len(rep.Refused), rep.Refused)
-	}
-	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
-		t.Errorf("salvage wrote outside the destination: %v", ents)
-	}
-	for _, n := range []string{"escape.txt", "abs.txt", "b.txt"} {
-		if _, err := os.Stat(filepath.Join(base, n)); err == nil {
-			t.Errorf("%s escaped", n)
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(dest, "ok/fine.txt"))
-	fi, _ := os.Stat(filepath.Join(dest, "ok/fine.txt"))
-	if err != nil || string(b) != "fine" || !fi.ModTime().Equal(testMtime) {
-		t.Errorf("the good entry: %v", err)
-	}
-	if rep.Intact != 2 { // ok/fine.txt and the symlink itself
-		t.Errorf("intact %d", rep.Intact)
-	}
-}
-
 // TestSalvageGarbage: salvage resynchronises after junk between frames and
 // names lost entries from a surviving TOC.
 func TestSalvageGarbage(t *testing.T) {
@@ -569,10 +537,7 @@ func TestSalvageGarbage(t *testing.T) {
 	f, _ := os.OpenFile(p, os.O_RDWR, 0)
 	f.WriteAt(bytes.Repeat([]byte{0xEE}, 10), hdr)
 	f.Close()
-	rep, err := SalvageTo(context.Background(), p, filepath.Join(t.TempDir(), "o"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := salvageAll(t, p)
 	if rep.LostCount != 1 || rep.Lost[0].Path != "a/513.bin" || len(rep.LostRanges) == 0 || rep.DamagedCount != 0 {
 		t.Errorf("report %+v", rep)
 	}
@@ -662,48 +627,4 @@ func (c *byteCountingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.r.ReadAt(p, off)
 	c.n += int64(n)
 	return n, err
-}
-
-// TestSalvageToGoesOn: a name the destination rejects (300 bytes: "file
-// name too long" on any Linux file system) and a name already taken in the
-// destination are refused and listed; the file already there is left as
-// it was, and every later entry is still written.
-func TestSalvageToGoesOn(t *testing.T) {
-	base := t.TempDir()
-	long := strings.Repeat("n", 300) + ".txt"
-	raw := rawArchive(t, []rawEntry{
-		{hdr: tar.Header{Name: "a/" + long, Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("long")},
-		{hdr: tar.Header{Name: "a/keep.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("from the archive")},
-		{hdr: tar.Header{Name: "a/after.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("after")},
-	})
-	p := filepath.Join(base, "names.tar.zst")
-	if err := os.WriteFile(p, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dest := filepath.Join(base, "dest")
-	if err := os.MkdirAll(filepath.Join(dest, "a"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dest, "a", "keep.txt"), []byte("already there"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := SalvageTo(context.Background(), p, dest)
-	if err != nil {
-		t.Fatalf("salvage stopped: %v", err)
-	}
-	if rep.RefusedCount != 2 || len(rep.Refused) != 2 {
-		t.Fatalf("refused %d: %+v", rep.RefusedCount, rep.Refused)
-	}
-	if !strings.Contains(rep.Refused[0].Err.Error(), "too long") || !strings.Contains(rep.Refused[1].Err.Error(), "already exists") {
-		t.Errorf("refusal reasons: %v / %v", rep.Refused[0].Err, rep.Refused[1].Err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dest, "a", "keep.txt")); string(b) != "already there" {
-		t.Errorf("the existing file was changed: %q", b)
-	}
-	if b, err := os.ReadFile(filepath.Join(dest, "a", "after.txt")); err != nil || string(b) != "after" {
-		t.Errorf("the entry after the refused ones: %q, %v", b, err)
-	}
-	if rep.Intact != 1 {
-		t.Errorf("intact %d, want 1", rep.Intact)
-	}
 }

@@ -80,11 +80,6 @@ type SalvageReport struct {
 	LostCount int64
 	// LostRanges are the damaged or orphaned stretches of the file.
 	LostRanges []LostRange
-	// Refused lists entries SalvageTo did not write (unsafe names, a name
-	// already taken in the destination, a name or write the destination
-	// rejected); up to store.MaxProblems. RefusedCount has them all.
-	Refused      []SalvagedEntry
-	RefusedCount int64
 	// EndOfArchive is true when the tar end-of-archive frame was found: the
 	// stream was complete up to there.
 	EndOfArchive bool

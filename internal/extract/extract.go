@@ -152,74 +152,98 @@ func (e *StopError) Unwrap() error { return e.Err }
 
 // Run extracts the selected files of s into o.Dest.
 func Run(ctx context.Context, s store.Store, o Options) (*Result, error) {
+	r, err := start(ctx, s.Info().Roots, o, true)
+	if err != nil {
+		return r.res, err // nil when the options were wrong
+	}
+	r.open = s.Open
+	return r.finish(s.Walk(ctx, r.visit))
+}
+
+// start checks the options and DEST (never inside a store root), opens
+// DEST and takes its lock (unless a dry run): what Run and Salvage share
+// before their walks. selecting is false for Salvage, which writes every
+// entry. The run is never nil; its res is nil when the options are wrong.
+func start(ctx context.Context, roots []string, o Options, selecting bool) (*run, error) {
 	if o.Layout == "" {
 		o.Layout = LayoutWindows
 	}
+	r := &run{ctx: ctx, o: &o}
 	if o.Layout != LayoutWindows && o.Layout != LayoutStore {
-		return nil, usagef("--layout takes windows or store (got %q)", o.Layout)
+		return r, usagef("--layout takes windows or store (got %q)", o.Layout)
 	}
 	if o.Names == "" {
 		o.Names = "auto"
 	}
 	if o.Names != "auto" && o.Names != "windows" && o.Names != "posix" {
-		return nil, usagef("--names takes auto, windows or posix (got %q)", o.Names)
+		return r, usagef("--names takes auto, windows or posix (got %q)", o.Names)
 	}
 	if o.Dest == "" {
-		return nil, usagef("extract needs a DEST folder")
+		return r, usagef("extract needs a DEST folder")
 	}
 	if len(o.MapUsers)+len(o.MapDrives) > 0 && o.Layout != LayoutWindows {
-		return nil, usagef("--map-user and --map-drive apply to the windows layout only")
+		return r, usagef("--map-user and --map-drive apply to the windows layout only")
 	}
 	if err := checkMappings(o.MapUsers, o.MapDrives); err != nil {
-		return nil, err
+		return r, err
 	}
-	sel, err := NewSelector(o.Include, o.Exclude, o.User, o.Drive)
-	if err != nil {
-		return nil, usagef("%v", err)
+	if selecting {
+		sel, err := NewSelector(o.Include, o.Exclude, o.User, o.Drive)
+		if err != nil {
+			return r, usagef("%v", err)
+		}
+		r.sel = sel
 	}
 	dest, err := filepath.Abs(o.Dest)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
-	forbid, err := checkDest(dest, s.Info().Roots)
+	forbid, err := checkDest(dest, roots)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	res := &Result{Dest: dest, Layout: o.Layout, Names: "posix", DryRun: o.DryRun, Mapping: mappingNote(o.MapUsers, o.MapDrives)}
+	r.res = res
 	progress := o.Progress
 	if progress == nil {
 		progress = func(int64, int64) {}
 	}
-	r := &run{ctx: ctx, s: s, o: &o, sel: sel, res: res}
 	if !o.DryRun {
 		fd, err := openDest(dest)
 		if err != nil {
-			return res, err
+			return r, err
 		}
 		tgt, err := DetectTarget(dest, o.Names)
 		if err != nil {
 			unix.Close(fd)
-			return res, usagef("%v", err)
+			return r, usagef("%v", err)
 		}
 		res.Target = tgt.FSType
 		if tgt.WindowsNames {
 			tgt.probeNames(fd)
 			res.Names = "windows"
 		}
-		r.w = &writer{ctx: ctx, dest: dest, tgt: tgt, opts: &o, res: res, links: map[uint64]linkRec{},
+		r.w = &writer{ctx: ctx, dest: dest, tgt: tgt, opts: r.o, res: res, links: map[uint64]linkRec{},
 			forbid: forbid, lockFd: -1, progress: progress, pendingLinks: map[uint64]bool{}, inflightLinks: map[uint64]bool{},
 			perFileSync: strings.HasPrefix(tgt.FSType, "fuse") || tgt.NTFS3G}
 		r.w.problemFn = func(err error, e *store.Entry, winPath string) error { return r.problemAt(err, e, winPath) }
 		r.w.stack = []*wdir{{fd: fd}}
 		if err := r.w.lock(); err != nil {
 			r.w.close()
-			return res, err
+			r.w = nil
+			return r, err
 		}
 		r.w.cleanStale(fd, "")
 	} else if o.Names == "windows" {
 		res.Names = "windows"
 	}
-	err = s.Walk(ctx, r.visit)
+	return r, nil
+}
+
+// finish puts the files written before the walk ended (err) in place,
+// releases DEST and counts the lists.
+func (r *run) finish(err error) (*Result, error) {
+	res := r.res
 	if r.w != nil {
 		// A batch still in flight comes before whatever ended the walk:
 		// its stop error wins, as it would have stopped the walk first.
@@ -236,7 +260,7 @@ func Run(ctx context.Context, s store.Store, o Options) (*Result, error) {
 	res.EscapedCount, res.CollisionCount = int64(len(res.Escaped)), int64(len(res.Collisions))
 	var fe *fatalError
 	if errors.As(err, &fe) {
-		err = fmt.Errorf("%w; the destination %s failed (full, read-only or broken?): fix it and rerun with --skip-existing to resume", fe.err, dest)
+		err = fmt.Errorf("%w; the destination %s failed (full, read-only or broken?): fix it and rerun with --skip-existing to resume", fe.err, res.Dest)
 	}
 	return res, err
 }
@@ -300,13 +324,16 @@ func realPath(path string) (string, error) {
 
 // run is the state of one Run.
 type run struct {
-	ctx context.Context
-	s   store.Store
-	o   *Options
-	sel *Selector
-	res *Result
-	w   *writer
-	anc []*store.Entry // the folders above the current entry, by depth
+	ctx  context.Context
+	open func(*store.Entry) (store.File, error) // the entry's content
+	o    *Options
+	sel  *Selector
+	res  *Result
+	w    *writer
+	anc  []*store.Entry // the folders above the current entry, by depth
+
+	salv       *salvageState // a Salvage run; nil for Run
+	linkTarget string        // Salvage: the entry is a hard link to this store path
 }
 
 func depthOf(sp string) int {
@@ -355,7 +382,10 @@ func (r *run) comps(e *store.Entry) (comps []string, off int, ok bool) {
 // entries that are never extracted. special is set for a selected
 // symlink, FIFO, socket or device.
 func (r *run) decide(e *store.Entry) (d Decision, special bool) {
-	d = r.sel.Decide(e) // always, so the selector follows the walk
+	d = Decision{Action: Include, Reason: "salvaged"}
+	if r.sel != nil {
+		d = r.sel.Decide(e) // always, so the selector follows the walk
+	}
 	if e.Control {
 		if r.o.Layout == LayoutStore {
 			return Decision{Action: Include, Reason: "store control file (kept with --layout store)"}, false
@@ -454,7 +484,11 @@ func (r *run) visit(e *store.Entry, werr error) error {
 	if err != nil {
 		return r.problem(err, e)
 	}
-	err = r.w.writeFile(dir, comps[len(comps)-1], e, displayPath(e), func() (store.File, error) { return r.s.Open(e) })
+	if r.linkTarget != "" {
+		err = r.w.writeHardlink(dir, comps[len(comps)-1], e, displayPath(e), r.linkTarget)
+	} else {
+		err = r.w.writeFile(dir, comps[len(comps)-1], e, displayPath(e), func() (store.File, error) { return r.open(e) })
+	}
 	if err != nil {
 		return r.problem(err, e)
 	}
@@ -519,6 +553,12 @@ func (r *run) problemAt(err error, e *store.Entry, path string) error {
 	var pe *problemError
 	if !errors.As(err, &pe) {
 		return err // fatal, or cancelled
+	}
+	if r.salv != nil && r.salvageProblem(pe, e) {
+		if r.o.Notice != nil {
+			r.o.Notice(pe.kind, path, pe.err.Error())
+		}
+		return nil
 	}
 	p := Problem{Path: path, Error: pe.err.Error(), Kept: pe.kept}
 	switch pe.kind {

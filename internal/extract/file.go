@@ -22,7 +22,6 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 	if err != nil {
 		return err
 	}
-	rel := joinRel(d.rel, name)
 	done, err := w.existing(d, name, e, winPath)
 	if err != nil || done {
 		return err
@@ -35,6 +34,13 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 		}
 		return err
 	}
+	return w.copyIn(d, name, e, winPath, open)
+}
+
+// copyIn writes the content of e (from open) into d under the chosen
+// name: a temporary file, then the batch's rename.
+func (w *writer) copyIn(d *wdir, name string, e *store.Entry, winPath string, open func() (store.File, error)) error {
+	rel := joinRel(d.rel, name)
 	if e.Size >= bigFile && len(w.pending) > 0 {
 		// The files before a big one are handed to the flusher before it
 		// is copied, without waiting for their syncfs: they become durable
@@ -132,7 +138,9 @@ func (w *writer) writeFile(d *wdir, orig string, e *store.Entry, winPath string,
 	}
 	w.pending = append(w.pending, pendingOp{dirfd: dfd, tmp: tmp, name: name, rel: rel, winPath: winPath, e: e, dev: st.Dev, ino: st.Ino, dirFd: -1})
 	w.pendingBytes += e.Size
-	if !w.opts.HardlinkCopy && e.LinkID != 0 && e.Nlink != 1 {
+	if w.linkByPath {
+		w.pendingLinks[linkKey(e.StorePath)] = true
+	} else if !w.opts.HardlinkCopy && e.LinkID != 0 && e.Nlink != 1 {
 		w.pendingLinks[e.LinkID] = true
 	}
 	if len(w.pending) >= flushFiles || w.pendingBytes >= flushBytes || e.Size >= bigFile {

@@ -2,13 +2,32 @@ package extract
 
 import (
 	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cespare/xxhash/v2"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/usmtkit/usmtkit/store"
 )
 
+// linkKey is the key of a salvaged file in the link table: the hash of
+// its store path (see writer.linkByPath).
+func linkKey(storePath string) uint64 { return xxhash.Sum64String(storePath) }
+
 func (w *writer) rememberLink(e *store.Entry, rel string, dev, ino uint64) {
+	if w.linkByPath {
+		k := linkKey(e.StorePath)
+		if _, ok := w.links[k]; ok {
+			return
+		}
+		if rel == e.StorePath {
+			rel = "" // the usual case (store layout, nothing escaped): not kept twice
+		}
+		w.links[k] = linkRec{rel: rel, dev: dev, ino: ino}
+		return
+	}
 	if w.opts.HardlinkCopy || e.LinkID == 0 || e.Nlink == 1 {
 		return
 	}
@@ -39,6 +58,13 @@ func (w *writer) link(d *wdir, name string, e *store.Entry, winPath string) (boo
 	if !ok {
 		return false, nil
 	}
+	return w.linkTo(d, name, rec, winPath)
+}
+
+// linkTo makes name in d a hard link to the file written at rec. It
+// returns false when the first name is no longer that file or the target
+// cannot link (the caller then copies).
+func (w *writer) linkTo(d *wdir, name string, rec linkRec, winPath string) (bool, error) {
 	// A link appears under its real name at once: only after the batch in
 	// flight is in place and did not stop the run.
 	if err := w.settle(); err != nil {
@@ -73,3 +99,75 @@ func (w *writer) link(d *wdir, name string, e *store.Entry, winPath string) (boo
 	w.res.HardLinks++
 	return true, nil
 }
+
+// writeHardlink writes the store name orig in d as a hard link to the file
+// written for the store path target: a salvaged tar hard-link entry. Where
+// the target cannot link, or the first name is no longer the file
+// written, the content is copied from the first name in DEST. A first
+// name that was not written (damaged, lost, not writable) makes the link
+// damaged: its data is not in DEST.
+func (w *writer) writeHardlink(d *wdir, orig string, e *store.Entry, winPath, target string) error {
+	if err := w.poll(); err != nil {
+		return err
+	}
+	name, err := w.outName(d, orig, winPath, false)
+	if err != nil {
+		return err
+	}
+	if done, err := w.existing(d, name, e, winPath); err != nil || done {
+		return err
+	}
+	k := linkKey(target)
+	if w.pendingLinks[k] {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	} else if w.inflightLinks[k] {
+		if err := w.settle(); err != nil {
+			return err
+		}
+	}
+	rec, ok := w.links[k]
+	if !ok {
+		return &problemError{kind: "damaged", err: fmt.Errorf("%s: a hard link to %s, which was not written (damaged, lost or not writable): %w", winPath, target, store.ErrCorrupt)}
+	}
+	if rec.rel == "" {
+		rec.rel = target
+	}
+	linked, err := w.linkTo(d, name, rec, winPath)
+	if err != nil {
+		return err
+	}
+	if linked {
+		w.res.Files++
+		w.progress(1, 0)
+		return nil
+	}
+	dir, base := splitRel(rec.rel)
+	ofd, err := w.openRelDir(dir)
+	if err != nil {
+		return problem("failed", "%s: cannot open %s/%s to copy it: %v", winPath, w.dest, rec.rel, err)
+	}
+	fd, err := unix.Openat(ofd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	unix.Close(ofd)
+	if err != nil {
+		return problem("failed", "%s: cannot open %s/%s to copy it: %v", winPath, w.dest, rec.rel, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Ino != rec.ino || st.Dev != rec.dev || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return problem("failed", "%s: %s/%s is no longer the file salvaged there: the link is not written", winPath, w.dest, rec.rel)
+	}
+	first := &destFile{File: os.NewFile(uintptr(fd), w.dest+"/"+rec.rel), size: st.Size}
+	ce := *e
+	ce.Size = st.Size
+	return w.copyIn(d, name, &ce, winPath, func() (store.File, error) { return first, nil })
+}
+
+// destFile is a file already written in DEST, read to copy it.
+type destFile struct {
+	*os.File
+	size int64
+}
+
+func (f *destFile) Size() int64 { return f.size }

@@ -47,19 +47,25 @@ type linkRec struct {
 }
 
 type writer struct {
-	ctx      context.Context
-	dest     string
-	tgt      *Target
-	opts     *Options
-	res      *Result
-	stack    []*wdir
-	links    map[uint64]linkRec
-	forbid   []string // written slash paths below DEST that are source store roots
-	lockFd   int
-	noXattr  bool // the target refused user.* xattrs
-	progress func(files, bytes int64)
-	buf      []byte   // one read of a small file
-	raBufs   [][]byte // the read-ahead buffers (startReadAhead)
+	ctx     context.Context
+	dest    string
+	tgt     *Target
+	opts    *Options
+	res     *Result
+	stack   []*wdir
+	links   map[uint64]linkRec
+	forbid  []string // written slash paths below DEST that are source store roots
+	lockFd  int
+	noXattr bool // the target refused user.* xattrs
+	// linkByPath (salvage): hard links come as tar link entries naming the
+	// store path of their first name, not as link groups. Every file
+	// written is remembered by the hash of its store path (linkKey), with
+	// its written path only when it differs from the store path: about 50
+	// bytes a file.
+	linkByPath bool
+	progress   func(files, bytes int64)
+	buf        []byte   // one read of a small file
+	raBufs     [][]byte // the read-ahead buffers (startReadAhead)
 
 	// Files are made durable in batches: written under temporary names,
 	// then one syncfs for the batch, then renamed (see flush). On FUSE

@@ -12,9 +12,9 @@ import (
 )
 
 // Salvage onto a real NTFS volume mounted by ntfs-3g with windows_names,
-// which refuses b:colon.txt, CON.txt and "trail." (EINVAL), from an
-// archive of a store made on NTFS (where those names and a 300-byte name,
-// 100 UTF-16 units, are legal): every entry is written, the odd names
+// which refuses b:colon.txt, CON.txt, "trail." and "space " (EINVAL), from
+// an archive of a store made on NTFS (where those names and a 300-byte
+// name, 100 UTF-16 units, are legal: fixtures.RejectedNames): every entry is written, the odd names
 // escaped or shortened as extract writes them, the entries after them
 // (Music, Pictures, D$) too; exit 0. Into a DEST that already holds one
 // of the files, that file is left as it was, listed as not written, and
@@ -23,8 +23,14 @@ func TestSalvageToNTFSWindowsNames(t *testing.T) {
 	vol := fixtures.NewNTFSVolume(t, 96)
 	sp := fixtures.USMT4(t, filepath.Join(vol.Mount, "src"))
 	docs := "USMT/File/C$/Users/jdoe/Documents/"
-	long := strings.Repeat("文", 100) // 300 bytes
-	odd := map[string]string{"b:colon.txt": "b%3Acolon.txt", "CON.txt": "%43ON.txt", "trail.": "trail%2E", long: ""}
+	odd := map[string]string{} // name -> written ("": shortened)
+	long := ""
+	for _, r := range fixtures.RejectedNames {
+		odd[r.Name] = r.Written
+		if r.Written == "" {
+			long = r.Name
+		}
+	}
 	for name := range odd {
 		if err := os.WriteFile(filepath.Join(sp, docs, name), []byte("odd "+name), 0o644); err != nil {
 			t.Fatalf("making %q on NTFS: %v", name, err)

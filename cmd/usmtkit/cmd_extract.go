@@ -263,14 +263,7 @@ func runExtract(ctx context.Context, o *extractOptions, args []string) error {
 		if m != nil {
 			m.Done()
 		}
-		switch kind {
-		case "escaped":
-			fmt.Fprintf(o.Stderr, "usmtkit: name escaped: %s: %s\n", path, msg)
-		case "collision":
-			fmt.Fprintf(o.Stderr, "usmtkit: case collision: %s %s\n", path, msg)
-		default:
-			fmt.Fprintf(o.Stderr, "usmtkit: %s: %s\n", kind, msg)
-		}
+		printNotice(o.Stderr, kind, path, msg)
 	}
 	if !o.DryRun && o.Progress {
 		// Count first, so the meter can show an ETA.

@@ -154,14 +154,7 @@ func (o *salvageOptions) salvage(ctx context.Context, rep *salvageReport, localA
 			return
 		}
 		m.Done()
-		switch kind {
-		case "escaped":
-			fmt.Fprintf(o.Stderr, "usmtkit: name escaped: %s: %s\n", path, msg)
-		case "collision":
-			fmt.Fprintf(o.Stderr, "usmtkit: case collision: %s %s\n", path, msg)
-		default:
-			fmt.Fprintf(o.Stderr, "usmtkit: %s: %s\n", kind, msg)
-		}
+		printNotice(o.Stderr, kind, path, msg)
 	}
 	m = o.meter("salvaging")
 	res, err := extract.Salvage(ctx, walk, extract.SalvageOptions{Dest: rep.Dest, Archive: localArchive,
@@ -297,4 +290,17 @@ func (o *salvageOptions) printSalvage(r *salvageReport) error {
 		}
 	}
 	return nil
+}
+
+// printNotice prints one of the writer's per-file notices (extract and
+// salvage): an escaped name, a case collision, or a file not written.
+func printNotice(w io.Writer, kind, path, msg string) {
+	switch kind {
+	case "escaped":
+		fmt.Fprintf(w, "usmtkit: name escaped: %s: %s\n", path, msg)
+	case "collision":
+		fmt.Fprintf(w, "usmtkit: case collision: %s %s\n", path, msg)
+	default:
+		fmt.Fprintf(w, "usmtkit: %s: %s\n", kind, msg)
+	}
 }

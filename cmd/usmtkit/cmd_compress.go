@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/usmtkit/usmtkit/objstore"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/objstore"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -30,13 +30,16 @@ type compressOptions struct {
 	Verify    bool
 	JSON      bool
 	Plain     bool
+	fleetFlags
+	// inFleet: this store is one of many (fleet_compress.go).
+	inFleet bool
 }
 
 func init() {
 	register(&cli.Command{
 		Name:      "compress",
 		Usage:     "pack a store into an archive that GNU tar and zstd can open",
-		ArgsUsage: "STORE [STORE...] -o OUT.tar.zst",
+		ArgsUsage: "STORE [STORE...] -o OUT.tar.zst | SHARE... -o PREFIX/",
 		Description: `Writes a usmtkit archive (docs/format.md): a PAX tar stream compressed as
 independent zstd frames, with a table of contents usmtkit reads at random.
 Without usmtkit it unpacks with "tar --zstd -xf OUT.tar.zst" or
@@ -50,13 +53,21 @@ refused. Files that change while they are read, or cannot be read, are
 listed and the run exits 3. --verify reads the result back and checks every
 chunk.
 
+Many stores at once (a share copy, --from FILE, or --each STORE...) go
+under -o PREFIX/ (s3://BUCKET/PREFIX/ or a local folder), one archive per
+store named <store id>.tar.zst (<SMPSTORE folder>_<store id>.tar.zst for a
+share member), --jobs at a time; each archive is read back and checked
+before its store counts as done, and --journal FILE records each finished
+store so a re-run does only what is left (docs/cli.md, docs/journal.md).
+
 Examples:
    usmtkit compress /mnt/c/USMTMIG -o /srv/stores/PC042.tar.zst
    usmtkit compress /mnt/c/USMTMIG /mnt/d/USMTMIG -o pc042.tar.zst --level better --verify
+   usmtkit compress /srv/SMPSTORE_copy -o s3://migrations/site12/ --jobs 2 --journal site12.jsonl
 
 ` + exitcodes.Table,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the archive to write (OUT.tar.zst)"},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the archive to write (OUT.tar.zst, or s3://BUCKET/KEY); over many stores, the folder or s3://BUCKET/PREFIX/ they go under"},
 			&cli.StringFlag{Name: "level", Value: "default", Usage: "fastest, default (about zstd -3) or better"},
 			&cli.StringFlag{Name: "chunk-size", Value: "4MiB", Usage: "size of the pieces files are cut into, each with its own checksum in the index (64KiB to 64MiB)"},
 			&cli.StringFlag{Name: "frame-size", Usage: "size of the independently compressed zstd frames inside a chunk (64KiB up to the chunk size; default 128KiB): smaller makes random reads cheaper and the archive slightly bigger; equal to the chunk size writes format version 1"},
@@ -66,11 +77,11 @@ Examples:
 			&cli.BoolFlag{Name: "verify", Usage: "read the archive back and check every chunk"},
 			&cli.BoolFlag{Name: "json", Usage: "a JSON summary on stdout"},
 			&cli.BoolFlag{Name: "plain", Usage: "read a folder as a plain tree even when a store lies below it"},
-		},
+		}, fleetCLIFlags()...),
 		Action: func(c *cli.Context) error {
 			o := &compressOptions{globalOptions: *globalsOf(c), Output: c.String("output"), Level: c.String("level"),
 				ChunkSize: c.String("chunk-size"), FrameSize: c.String("frame-size"), Threads: c.Int("threads"), Encoder: c.String("encoder"), Force: c.Bool("force"),
-				Verify: c.Bool("verify"), JSON: c.Bool("json"), Plain: c.Bool("plain")}
+				Verify: c.Bool("verify"), JSON: c.Bool("json"), Plain: c.Bool("plain"), fleetFlags: fleetFlagsOf(c)}
 			return runCompress(c.Context, o, c.Args().Slice())
 		},
 	})
@@ -133,61 +144,93 @@ func problemRecords(ps []compress.Problem) []problemRecord {
 	return out
 }
 
-func runCompress(ctx context.Context, o *compressOptions, args []string) error {
-	if len(args) == 0 {
-		return exitcodes.Usagef("compress needs a STORE path")
+// compressParams are compress's checked settings.
+type compressParams struct {
+	level        compress.Level
+	chunk, frame int64
+}
+
+func (o *compressOptions) params() (compressParams, error) {
+	var p compressParams
+	var err error
+	if p.level, err = compress.ParseLevel(o.Level); err != nil {
+		return p, exitcodes.Usagef(err.Error())
 	}
-	if o.Output == "" {
-		return exitcodes.Usagef("compress needs -o OUT.tar.zst: where to write the archive")
-	}
-	level, err := compress.ParseLevel(o.Level)
-	if err != nil {
-		return exitcodes.Usagef(err.Error())
-	}
-	chunk, err := parseSize(o.ChunkSize)
-	if err != nil || chunk < compress.MinChunkSize || chunk > compress.MaxChunkSize {
-		return exitcodes.Usagef(fmt.Sprintf("--chunk-size must be a size from %s to %s (got %q)",
+	p.chunk, err = parseSize(o.ChunkSize)
+	if err != nil || p.chunk < compress.MinChunkSize || p.chunk > compress.MaxChunkSize {
+		return p, exitcodes.Usagef(fmt.Sprintf("--chunk-size must be a size from %s to %s (got %q)",
 			progress.Bytes(compress.MinChunkSize), progress.Bytes(compress.MaxChunkSize), o.ChunkSize))
 	}
-	frame := min(int64(compress.DefaultFrameSize), chunk)
+	p.frame = min(int64(compress.DefaultFrameSize), p.chunk)
 	if o.FrameSize != "" {
-		frame, err = parseSize(o.FrameSize)
-		if err != nil || frame < compress.MinChunkSize || frame > chunk {
-			return exitcodes.Usagef(fmt.Sprintf("--frame-size must be a size from %s up to the chunk size, %s (got %q)",
-				progress.Bytes(compress.MinChunkSize), progress.Bytes(chunk), o.FrameSize))
+		p.frame, err = parseSize(o.FrameSize)
+		if err != nil || p.frame < compress.MinChunkSize || p.frame > p.chunk {
+			return p, exitcodes.Usagef(fmt.Sprintf("--frame-size must be a size from %s up to the chunk size, %s (got %q)",
+				progress.Bytes(compress.MinChunkSize), progress.Bytes(p.chunk), o.FrameSize))
 		}
 	}
 	if o.Threads < 0 {
-		return exitcodes.Usagef("--threads must be 1 or more")
+		return p, exitcodes.Usagef("--threads must be 1 or more")
 	}
 	if err := compress.CheckEncoder(o.Encoder); err != nil {
-		return exitcodes.Usagef("--encoder: " + err.Error())
+		return p, exitcodes.Usagef("--encoder: " + err.Error())
 	}
+	return p, nil
+}
+
+func runCompress(ctx context.Context, o *compressOptions, args []string) error {
+	if len(args) == 0 && o.From == "" {
+		return exitcodes.Usagef("compress needs a STORE path (or --from FILE)")
+	}
+	if o.Output == "" {
+		return exitcodes.Usagef("compress needs -o OUT.tar.zst: where to write the archive (over many stores, -o PREFIX/)")
+	}
+	p, err := o.params()
+	if err != nil {
+		return err
+	}
+	ds, fleet, err := fleetWanted(&o.fleetFlags, args, o.Plain)
+	if err != nil {
+		return err
+	}
+	if fleet {
+		return runCompressFleet(ctx, o, args, p)
+	}
+	_, err = compressStore(ctx, o, args, ds, p)
+	return err
+}
+
+// compressStore writes the archive of one store (the volumes of one
+// store) to o.Output. ds is what detection found at args, or nil to
+// detect here. The report is returned once the archive is written.
+func compressStore(ctx context.Context, o *compressOptions, args []string, ds []*store.Detection, p compressParams) (*compressReport, error) {
+	level, chunk, frame := p.level, p.chunk, p.frame
 	out, err := o.Output, error(nil)
 	remote := objstore.IsURL(out)
 	if !remote {
 		if out, err = filepath.Abs(o.Output); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if _, err := os.Lstat(out); err == nil && !o.Force && !remote {
-		return exitcodes.Usagef(fmt.Sprintf("%s already exists: choose another name or pass --force to replace it", out))
+		return nil, exitcodes.Usagef(fmt.Sprintf("%s already exists: choose another name or pass --force to replace it", out))
 	}
-	ds, err := detectAll(args, o.Plain)
-	if err != nil {
-		return err
+	if ds == nil {
+		if ds, err = detectAll(args, o.Plain); err != nil {
+			return nil, err
+		}
 	}
 	s, err := openDetected(&o.globalOptions, ds)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer s.Close()
 	if remote {
 		// a bucket is never inside a store
 	} else if inside, err := compress.IsInside(out, s.Info().Roots); err != nil {
-		return fmt.Errorf("checking where %s is: %w", out, err)
+		return nil, fmt.Errorf("checking where %s is: %w", out, err)
 	} else if inside {
-		return exitcodes.Usagef(fmt.Sprintf("%s is inside the store (%s): usmtkit never writes into a store; choose another folder", out, strings.Join(s.Info().Roots, ", ")))
+		return nil, exitcodes.Usagef(fmt.Sprintf("%s is inside the store (%s): usmtkit never writes into a store; choose another folder", out, strings.Join(s.Info().Roots, ", ")))
 	}
 
 	m := o.meter("compressing")
@@ -209,7 +252,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 	}
 	m.Done()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rep := &compressReport{Output: out, Level: level.String(), Encoder: res.Encoder, ChunkSize: chunk, FrameSize: frame, Entries: res.Entries, Files: res.Files,
 		Dirs: res.Dirs, Symlinks: res.Symlinks, HardLinks: res.Links, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
@@ -224,7 +267,7 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 			a, err = compress.Open(out, compress.ReaderOptions{})
 		}
 		if err != nil {
-			return fmt.Errorf("reading back %s: %w", out, err)
+			return rep, fmt.Errorf("reading back %s: %w", out, err)
 		}
 		vm := o.meter("verifying")
 		err = a.VerifyAll(ctx, func(path string, chunk int, err error) {
@@ -240,21 +283,23 @@ func runCompress(ctx context.Context, o *compressOptions, args []string) error {
 		vm.Done()
 		a.Close()
 		if err != nil {
-			return fmt.Errorf("verifying %s: %w", out, err)
+			return rep, fmt.Errorf("verifying %s: %w", out, err)
 		}
 		rep.Verified = &ok
 	}
-	if err := o.printCompress(rep); err != nil {
-		return err
+	if !o.inFleet || !o.JSON { // over many stores, --json prints each store's line only
+		if err := o.printCompress(rep); err != nil {
+			return rep, err
+		}
 	}
 	if rep.Verified != nil && !*rep.Verified {
-		return fmt.Errorf("the archive %s failed its check right after writing (%d chunks): the disk or memory may be failing; do not rely on it", out, len(rep.Damaged))
+		return rep, fmt.Errorf("the archive %s failed its check right after writing (%d chunks): the disk or memory may be failing; do not rely on it", out, len(rep.Damaged))
 	}
 	if res.Incomplete() {
 		n := len(res.Changed) + len(res.Unreadable) + len(res.Skipped) + len(res.WalkErrors) + int(res.Dropped)
-		return fmt.Errorf("the archive %s was written but %d entries are missing or may be inconsistent (listed above): %w", out, n, exitcodes.ErrPartial)
+		return rep, fmt.Errorf("the archive %s was written but %d entries are missing or may be inconsistent (listed above): %w", out, n, exitcodes.ErrPartial)
 	}
-	return nil
+	return rep, nil
 }
 
 func (o *compressOptions) printCompress(r *compressReport) error {

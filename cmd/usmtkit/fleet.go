@@ -551,7 +551,7 @@ func (fr *fleetRun) printTotal(t *fleetTotals, runErr error) {
 	case runErr != nil:
 		fmt.Fprintf(w, "result:     PROBLEMS FOUND: %s (see the lines above)\n", t.problemWords())
 	default:
-		fmt.Fprintf(w, "result:     OK: every store %s\n", map[string]string{"verify": "checked", "index": "indexed"}[fr.Op])
+		fmt.Fprintf(w, "result:     OK: every store %s\n", map[string]string{"verify": "checked", "index": "indexed", "compress": "archived and read back"}[fr.Op])
 	}
 }
 
@@ -623,18 +623,19 @@ func (b *groupBuf) Close() {
 	}
 }
 
-// manifestNames gives each store of an index run over many its manifest's
-// file name in -o DIR: <store id>.manifest, or <SMPSTORE folder>_<store
-// id>.manifest for a share member. Two stores of the run with one name are
-// a usage error (docs/cli.md).
-func manifestNames(items []*fleetItem) (map[*fleetItem]string, error) {
+// outputNames gives each store of a run over many the name of its output
+// (a manifest in index's -o DIR, an archive under compress's -o PREFIX/):
+// <store id><ext>, or <SMPSTORE folder>_<store id><ext> for a share
+// member. Two stores of the run with one name are a usage error
+// (docs/cli.md).
+func outputNames(items []*fleetItem, ext string) (map[*fleetItem]string, error) {
 	names := map[*fleetItem]string{}
 	by := map[string][]string{}
 	for _, it := range items {
 		if it.Err != nil {
 			continue
 		}
-		n := manifestName(it)
+		n := outputName(it, ext)
 		names[it] = n
 		by[n] = append(by[n], it.Name)
 	}
@@ -646,12 +647,12 @@ func manifestNames(items []*fleetItem) (map[*fleetItem]string, error) {
 	}
 	if len(clash) > 0 {
 		sort.Strings(clash)
-		return nil, exitcodes.Usagef("two stores of this run would have the same manifest name: " + strings.Join(clash, "; ") + "; index them in separate runs with separate -o folders")
+		return nil, exitcodes.Usagef("two stores of this run would have the same output name: " + strings.Join(clash, "; ") + "; do them in separate runs with separate -o folders or prefixes")
 	}
 	return names, nil
 }
 
-func manifestName(it *fleetItem) string {
+func outputName(it *fleetItem, ext string) string {
 	n := it.StoreID
 	if it.Share != "" {
 		n = it.Share + "_" + n
@@ -660,5 +661,5 @@ func manifestName(it *fleetItem) string {
 	if n == "" || n == "." || n == ".." {
 		n = "store"
 	}
-	return n + ".manifest"
+	return n + ext
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // runIndexFleet indexes many stores (fleet.go), one manifest each in the
-// folder -o names (manifestNames).
+// folder -o names (outputNames).
 func runIndexFleet(ctx context.Context, o *indexOptions, args []string) error {
 	if fi, err := os.Stat(o.Output); err == nil && !fi.IsDir() {
 		return exitcodes.Usagef(fmt.Sprintf("over many stores -o is a folder for one manifest per store; %s is a file", o.Output))
@@ -26,7 +26,7 @@ func runIndexFleet(ctx context.Context, o *indexOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	names, err := manifestNames(items)
+	names, err := outputNames(items, ".manifest")
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func runVerifyFleet(ctx context.Context, o *verifyOptions, args []string, level 
 		sub.Stdout, sub.Stderr, sub.Progress = stdout, stderr, false
 		sub.fleetFlags, sub.inFleet = fleetFlags{}, true
 		if manifestDir != "" {
-			sub.Manifest = filepath.Join(manifestDir, manifestName(it))
+			sub.Manifest = filepath.Join(manifestDir, outputName(it, ".manifest"))
 		}
 		start := time.Now()
 		out, err := verifyStore(ctx, &sub, []string{it.Key}, nil, level, report)

@@ -289,7 +289,7 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 		if err != nil {
 			return fmt.Errorf("opening the journal %s: %w", ff.Journal, err)
 		}
-		defer w.Close()
+		defer w.Close() // after the Close below, a no-op
 		if note != "" {
 			notes = append(notes, note)
 		}
@@ -386,6 +386,12 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 	}
 	close(work)
 	wg.Wait()
+	if jw != nil {
+		// Everything appended reaches the disk before the total is printed.
+		if err := jw.Close(); err != nil && jerr == nil {
+			jerr = err
+		}
+	}
 	tot.NotStarted = len(items) - tot.Stores
 	tot.Elapsed = time.Since(start)
 

@@ -298,7 +298,7 @@ func fleetJSONCases(t *testing.T, dir, share, copies, storePath, mig string) [][
 // counts the stores it did not start.
 func TestVerifyFleetJournalErrorsAndInterrupt(t *testing.T) {
 	dir := t.TempDir()
-	root, stores := fleetShare(t, dir, 4, 100)
+	root, stores := fleetShare(t, dir, 12, 100)
 	j := filepath.Join(dir, "j")
 	w, _, err := journal.Open(j)
 	if err != nil {

@@ -5,10 +5,14 @@
 // Each finished item is one line: a JSON object with the format version,
 // the operation, the item's key, its status, its times, its exit code, its
 // error and free fields. Lines are only ever appended, each with a single
-// write followed by fdatasync, so an interruption at any moment (Ctrl-C,
-// SIGKILL, power loss) leaves every earlier line whole and at most the last
-// line cut short. A reader ignores a cut-short last line and says so; a
-// writer cuts it off before appending, so it never joins a new record.
+// write, and synced with fdatasync (group commit: a background goroutine
+// writes what has been appended and syncs, one sync covering the lines that
+// queued up during the previous one, so the callers never wait for the
+// disk). An interruption at any moment (Ctrl-C, SIGKILL, power loss)
+// leaves every earlier line whole and at most the last line cut short; the
+// items whose lines had not reached the file are simply done again. A
+// reader ignores a cut-short last line and says so; a writer cuts it off
+// before appending, so it never joins a new record.
 //
 // The file is locked (flock) while a writer has it open: two runs cannot
 // append to one journal at once.
@@ -172,10 +176,17 @@ func Latest(recs []Record, op string) map[string]Record {
 
 // Writer appends records to a journal. It is safe for concurrent use.
 type Writer struct {
-	mu   sync.Mutex
-	f    *os.File
 	path string
-	err  error // the first write error; later appends return it
+	f    *os.File
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending [][]byte // lines appended, not yet written
+	queued  uint64   // lines appended so far
+	synced  uint64   // lines written and synced so far
+	err     error    // the first write or sync error; every later call returns it
+	closing bool
+	done    chan struct{}
 }
 
 // Open opens the journal at path for appending, creating it if needed, and
@@ -205,7 +216,10 @@ func Open(path string) (w *Writer, note string, err error) {
 	if cut > 0 {
 		note = fmt.Sprintf("%s: removed a last line cut short by an interrupted run (%d bytes)", path, cut)
 	}
-	return &Writer{f: f, path: path}, note, nil
+	w = &Writer{f: f, path: path, done: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	go w.loop()
+	return w, note, nil
 }
 
 // cutTornTail truncates the file after its last newline and returns how
@@ -248,8 +262,9 @@ func truncSync(f *os.File, size int64) error {
 	return unix.Fdatasync(int(f.Fd()))
 }
 
-// Append writes one record as one line and syncs it to disk before
-// returning. Version is filled in.
+// Append queues one record as one line (Version is filled in) and returns
+// without waiting for the disk; Sync waits. It returns the error of an
+// earlier write or sync, if any: the journal no longer records the run.
 func (w *Writer) Append(rec Record) error {
 	rec.Version = Version
 	b, err := json.Marshal(rec)
@@ -262,20 +277,90 @@ func (w *Writer) Append(rec Record) error {
 	if w.err != nil {
 		return w.err
 	}
-	if _, err := w.f.Write(b); err != nil {
-		w.err = fmt.Errorf("writing the journal %s: %w", w.path, err)
-		return w.err
+	if w.closing {
+		return fmt.Errorf("the journal %s is closed", w.path)
 	}
-	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
-		w.err = fmt.Errorf("syncing the journal %s: %w", w.path, err)
-		return w.err
-	}
+	w.pending = append(w.pending, b)
+	w.queued++
+	w.cond.Broadcast()
 	return nil
 }
 
-// Close releases the lock and closes the file.
-func (w *Writer) Close() error {
+// loop writes the queued lines, one write each, then syncs them with one
+// fdatasync.
+func (w *Writer) loop() {
+	defer close(w.done)
+	w.mu.Lock()
+	for {
+		for len(w.pending) == 0 && !w.closing {
+			w.cond.Wait()
+		}
+		if len(w.pending) == 0 {
+			w.mu.Unlock()
+			return
+		}
+		batch := w.pending
+		w.pending = nil
+		failed := w.err != nil
+		w.mu.Unlock()
+		var err error
+		if !failed {
+			for _, b := range batch {
+				if _, err = w.f.Write(b); err != nil {
+					err = fmt.Errorf("writing the journal %s: %w", w.path, err)
+					break
+				}
+			}
+			if err == nil {
+				if serr := unix.Fdatasync(int(w.f.Fd())); serr != nil {
+					err = fmt.Errorf("syncing the journal %s: %w", w.path, serr)
+				}
+			}
+		}
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		if w.err == nil {
+			w.synced += uint64(len(batch))
+		}
+		w.cond.Broadcast()
+	}
+}
+
+// Sync waits until every record appended so far is on disk, and returns
+// the first write or sync error.
+func (w *Writer) Sync() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.f.Close()
+	target := w.queued
+	for w.synced < target && w.err == nil {
+		w.cond.Wait()
+	}
+	return w.err
+}
+
+// Close syncs what was appended, releases the lock and closes the file. It
+// returns the first write or sync error of the journal's life. A second
+// Close does nothing.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		<-w.done
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.err
+	}
+	w.closing = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	<-w.done
+	cerr := w.f.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil && cerr != nil {
+		w.err = fmt.Errorf("closing the journal %s: %w", w.path, cerr)
+	}
+	return w.err
 }

@@ -29,7 +29,19 @@ func TestAppendRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w.Close()
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// Synced: on disk before Close.
+	if recs, _, _ := Read(p); len(recs) != 3 {
+		t.Fatalf("after Sync %d records on disk", len(recs))
+	}
+	if err := w.Close(); err != nil || w.Close() != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(rec("/late", StatusOK)); err == nil {
+		t.Fatal("append after Close accepted")
+	}
 	recs, notes, err := Read(p)
 	if err != nil || len(notes) != 0 || len(recs) != 3 {
 		t.Fatalf("%v %v %+v", err, notes, recs)

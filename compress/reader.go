@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -75,6 +76,9 @@ type Archive struct {
 	// frames remembers where the frames of chunks are (reader_frames.go)
 	// after their cache entries are gone.
 	frames frameMemo
+	// lastDir is the folder the previous lookup ended in or below
+	// (reader_store.go).
+	lastDir atomic.Pointer[dirMemo]
 }
 
 var _ store.Store = (*Archive)(nil)

@@ -1,14 +1,14 @@
 package extract
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/internal/safeio"
 )
 
 // Target describes the file system extraction writes to.
@@ -122,27 +122,6 @@ var fsNames = map[uint32]string{
 }
 
 // mountFSType finds the fstype of the mount whose device is dev in
-// /proc/self/mountinfo ("fuse.fusefat", "fuseblk", "fuse.exfat", ...).
-func mountFSType(dev uint64) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	found := ""
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 || fields[2] != want {
-			continue
-		}
-		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) {
-				found = fields[i+1] // the last mount of the device wins (stacked mounts)
-			}
-		}
-	}
-	return found
-}
+// /proc/self/mountinfo ("fuse.fusefat", "fuseblk", "fuse.exfat", ...);
+// the last mount of the device wins (stacked mounts).
+func mountFSType(dev uint64) string { return safeio.FSTypeOfDev(dev) }

@@ -25,6 +25,7 @@ import (
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/fusefs"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -601,7 +602,8 @@ func umountOne(o *umountOptions, arg string) error {
 }
 
 // checkStatsPath makes the --stats path absolute (a --background server
-// leaves the working directory) and refuses one inside a store.
+// leaves the working directory) and refuses one inside a store
+// (safeio.CheckOutside, the one rule).
 func checkStatsPath(p string, roots []string) (string, error) {
 	if p == "" {
 		return "", nil
@@ -610,10 +612,10 @@ func checkStatsPath(p string, roots []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for _, r := range roots {
-		if rel, err := filepath.Rel(r, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			return "", exitcodes.Usagef(fmt.Sprintf("--stats %s is inside the store %s: usmtkit never writes into a store; choose a path outside it", p, r))
-		}
+	if err := safeio.CheckOutside(abs, roots); errors.Is(err, safeio.ErrInsideStore) {
+		return "", exitcodes.Usagef("--stats " + err.Error())
+	} else if err != nil {
+		return "", err
 	}
 	return abs, nil
 }

@@ -200,6 +200,10 @@ func TestVerifyFleetFrom(t *testing.T) {
 	if code != 0 || linesStarting(out, "OK ") != 2 {
 		t.Fatalf("--each: %d\n%s", code, out)
 	}
+	// --jobs is for many stores: with one it is a usage error.
+	if code, _, stderr := runCLI(t, "verify", stores[0], "--jobs", "2"); code != exitcodes.Usage || !strings.Contains(stderr, "for runs over many stores") {
+		t.Fatalf("--jobs with one store: %d %s", code, stderr)
+	}
 	// index: two stores with one folder name cannot share a manifest name.
 	other := filepath.Join(dir, "elsewhere", "PC000")
 	fixtures.Build(t, other, fixtures.Tree{"USMT/catalog.mig": fixtures.File{Data: []byte("c")}, "USMT/File/C$/a.txt": fixtures.File{Data: []byte("a")}})

@@ -3,6 +3,7 @@ package safeio
 import (
 	"encoding/binary"
 	"errors"
+	"sort"
 
 	"golang.org/x/sys/unix"
 )
@@ -87,4 +88,62 @@ func (d *Dir) Empty() (bool, error) {
 		err = nil
 	}
 	return empty, err
+}
+
+// IsDir reports whether the name is a folder (Type must be known: see
+// ListDirPath).
+func (e Dirent) IsDir() bool { return e.Type == unix.DT_DIR }
+
+// ListDirPath lists the folder at path (opened with OpenDirPath), sorted
+// by name, with every name's type known: where the file system leaves
+// d_type unknown it is read with Stat (no symlink followed).
+func ListDirPath(path string) ([]Dirent, error) {
+	d, err := OpenDirPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.List()
+}
+
+// List lists d like ListDirPath.
+func (d *Dir) List() ([]Dirent, error) {
+	var out []Dirent
+	err := d.ReadDirents(func(e Dirent) error {
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].Type != unix.DT_UNKNOWN {
+			continue
+		}
+		if st, err := d.Stat(out[i].Name); err == nil {
+			out[i].Type = dtOf(uint32(st.Mode))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func dtOf(mode uint32) uint8 {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return unix.DT_DIR
+	case unix.S_IFREG:
+		return unix.DT_REG
+	case unix.S_IFLNK:
+		return unix.DT_LNK
+	case unix.S_IFIFO:
+		return unix.DT_FIFO
+	case unix.S_IFSOCK:
+		return unix.DT_SOCK
+	case unix.S_IFCHR:
+		return unix.DT_CHR
+	case unix.S_IFBLK:
+		return unix.DT_BLK
+	}
+	return unix.DT_UNKNOWN
 }

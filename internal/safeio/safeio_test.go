@@ -127,6 +127,10 @@ func TestSourceOpensNeverFollowOrBlock(t *testing.T) {
 	if len(names2) != len(names) {
 		t.Errorf("second listing: %v", names2)
 	}
+	list, err := ListDirPath(root)
+	if err != nil || len(list) != 4 || list[0].Name != "d" || !list[0].IsDir() || list[1].Type != unix.DT_FIFO || list[2].Type != unix.DT_LNK {
+		t.Errorf("ListDirPath = %+v, %v", list, err)
+	}
 	if empty, err := sub.Empty(); err != nil || empty {
 		t.Errorf("Empty(d) = %v, %v", empty, err)
 	}

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/internal/safeio"
 )
 
 // Detection is what Detect found at a path a user typed.
@@ -214,13 +218,13 @@ func childFold(dir, name string) string {
 	if _, err := os.Lstat(p); err == nil {
 		return p
 	}
-	ents, err := os.ReadDir(dir)
+	ents, err := safeio.ListDirPath(dir)
 	if err != nil {
 		return ""
 	}
 	for _, e := range ents {
-		if strings.EqualFold(e.Name(), name) {
-			return filepath.Join(dir, e.Name())
+		if strings.EqualFold(e.Name, name) {
+			return filepath.Join(dir, e.Name)
 		}
 	}
 	return ""
@@ -244,7 +248,7 @@ func readHead(path string, n int) ([]byte, error) {
 // storeBelow returns the first child folder that is itself a store, so a
 // path one level too high gets a helpful hint instead of a plain listing.
 func storeBelow(abs string) string {
-	ents, err := os.ReadDir(abs)
+	ents, err := safeio.ListDirPath(abs)
 	if err != nil {
 		return ""
 	}
@@ -252,7 +256,7 @@ func storeBelow(abs string) string {
 		if !e.IsDir() {
 			continue
 		}
-		p := filepath.Join(abs, e.Name())
+		p := filepath.Join(abs, e.Name)
 		var d Detection
 		if detectUSMTDir(&d, p) && d.Level == LevelStorePath {
 			return p
@@ -333,16 +337,42 @@ func memberAt(share, dir string, measure bool) (m Member, found bool) {
 }
 
 // treeSize sums the regular files under dir (bytes on disk as listed).
+// Folders are opened relative to their parent (safeio), symlinks never
+// followed.
 func treeSize(dir string) int64 {
+	d, err := safeio.OpenDirPath(dir)
+	if err != nil {
+		return 0
+	}
+	defer d.Close()
+	return dirSize(d)
+}
+
+func dirSize(d *safeio.Dir) int64 {
 	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, de fs.DirEntry, err error) error {
-		if err == nil && de.Type().IsRegular() {
-			if fi, err := de.Info(); err == nil {
-				n += fi.Size()
+	var subs []string
+	_ = d.ReadDirents(func(e safeio.Dirent) error {
+		switch e.Type {
+		case unix.DT_DIR:
+			subs = append(subs, e.Name)
+		case unix.DT_REG, unix.DT_UNKNOWN:
+			if st, err := d.Stat(e.Name); err == nil {
+				switch st.Mode & unix.S_IFMT {
+				case unix.S_IFREG:
+					n += int64(st.Size)
+				case unix.S_IFDIR:
+					subs = append(subs, e.Name)
+				}
 			}
 		}
 		return nil
 	})
+	for _, name := range subs {
+		if c, err := d.OpenDir(name); err == nil {
+			n += dirSize(c)
+			c.Close()
+		}
+	}
 	return n
 }
 
@@ -360,7 +390,7 @@ func treeSize(dir string) int64 {
 // folder holding no store at all is a warning. Both make info and verify
 // exit 3. Folders at the top holding no store are named in a note.
 func detectSMP(d *Detection, abs string, measure bool) (bool, error) {
-	ents, err := os.ReadDir(abs)
+	ents, err := safeio.ListDirPath(abs)
 	if err != nil {
 		return false, nil
 	}
@@ -372,17 +402,17 @@ func detectSMP(d *Detection, abs string, measure bool) (bool, error) {
 		if !e.IsDir() {
 			continue
 		}
-		p := filepath.Join(abs, e.Name())
-		if isShareFolderName(e.Name()) {
+		p := filepath.Join(abs, e.Name)
+		if isShareFolderName(e.Name) {
 			shares = append(shares, p)
 			continue
 		}
 		m, ok := memberAt("", p, measure)
 		if !ok {
-			others = append(others, e.Name())
+			others = append(others, e.Name)
 			continue
 		}
-		if isStoreID(e.Name()) || m.Input != m.Path {
+		if isStoreID(e.Name) || m.Input != m.Path {
 			hexOrBare = true
 		}
 		direct = append(direct, m)
@@ -403,7 +433,7 @@ func detectSMP(d *Detection, abs string, measure bool) (bool, error) {
 	d.Members = append(d.Members, direct...)
 	for _, sh := range shares {
 		name := filepath.Base(sh)
-		kids, err := os.ReadDir(sh)
+		kids, err := safeio.ListDirPath(sh)
 		if err != nil {
 			d.Members = append(d.Members, Member{Share: name, Path: sh, Input: sh, Err: err.Error()})
 			continue
@@ -413,7 +443,7 @@ func detectSMP(d *Detection, abs string, measure bool) (bool, error) {
 			if !k.IsDir() {
 				continue
 			}
-			m, ok := memberAt(name, filepath.Join(sh, k.Name()), measure)
+			m, ok := memberAt(name, filepath.Join(sh, k.Name), measure)
 			if !ok {
 				m.Err = "no USMT store inside (no USMT/ or USMT3/ with File or catalog.mig, no USMT.MIG): an incomplete copy?"
 			} else {

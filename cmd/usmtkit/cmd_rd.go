@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/usmtkit/usmtkit/hardlinkscan"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -218,12 +218,12 @@ func unopenedVolumes(info *store.Info) []string {
 func foreignEntries(roots []string) []string {
 	var out []string
 	for _, r := range roots {
-		ents, err := os.ReadDir(r)
+		ents, err := safeio.ListDirPath(r)
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
-			n := e.Name()
+			n := e.Name
 			low := strings.ToLower(n)
 			if low == "usmt" || low == "usmt3" || (!e.IsDir() && strings.HasSuffix(low, ".log")) {
 				continue

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
 
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/internal/verify"
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -65,7 +66,7 @@ type listFile struct {
 // text starts with ASCII characters each followed by a zero byte; UTF-8
 // otherwise.
 func openListFile(path string) (*listFile, error) {
-	f, err := os.Open(path)
+	f, err := safeio.OpenFilePath(path) // it may sit in the store: read it like a source
 	if err != nil {
 		return nil, fmt.Errorf("opening the --listfiles log: %w", err)
 	}

@@ -1,7 +1,8 @@
 // Package archtest enforces the package boundaries the design relies on:
 // only fusefs may import go-fuse, only cmd/usmtkit may import urfave/cli,
 // only objstore and cmd/usmtkit may import the S3 client,
-// and store, compress and hardlinkscan stay free of the front ends.
+// store, compress and hardlinkscan stay free of the front ends, and (in
+// rawopen_test.go) sources are opened only through internal/safeio.
 package archtest
 
 import (

@@ -135,11 +135,14 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	mc, err := minio.New(u.Host, &minio.Options{
-		Transport:    transport,
-		Creds:        creds,
-		Secure:       u.Scheme == "https",
-		Region:       region,
-		BucketLookup: minio.BucketLookupPath,
+		Transport: transport,
+		Creds:     creds,
+		// Parts carry a CRC32C trailer instead of a signed SHA-256 of
+		// the payload (upload.go).
+		TrailingHeaders: true,
+		Secure:          u.Scheme == "https",
+		Region:          region,
+		BucketLookup:    minio.BucketLookupPath,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", ep, err)

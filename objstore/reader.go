@@ -125,6 +125,9 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
+	if first, last := off/r.opts.BlockSize, (min(off+int64(len(p)), r.size)-1)/r.opts.BlockSize; last > first {
+		r.fetchMissing(first, last)
+	}
 	n := 0
 	for n < len(p) && off < r.size {
 		idx := off / r.opts.BlockSize
@@ -155,7 +158,7 @@ func (r *Reader) get(idx int64, demand bool) (*block, error) {
 		b.elem = r.lru.PushFront(b)
 		r.blocks[idx] = b
 		r.evictLocked()
-		go r.fetch(b)
+		go r.fetch([]*block{b})
 	}
 	sequential := false
 	if demand {
@@ -175,6 +178,35 @@ func (r *Reader) get(idx int64, demand bool) (*block, error) {
 		return nil, b.err
 	}
 	return b, nil
+}
+
+// fetchMissing starts the fetch of the blocks first..last that are neither
+// cached nor on their way, one GET per run of adjacent missing blocks: a
+// read that straddles a block boundary (a frame of the archive across two
+// 1 MiB blocks) costs one GET, not two.
+func (r *Reader) fetchMissing(first, last int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var run []*block
+	flush := func() {
+		if len(run) > 0 {
+			go r.fetch(run)
+			run = nil
+		}
+	}
+	for i := first; i <= last; i++ {
+		if b, ok := r.blocks[i]; ok {
+			r.lru.MoveToFront(b.elem)
+			flush()
+			continue
+		}
+		b := &block{idx: i, done: make(chan struct{})}
+		b.elem = r.lru.PushFront(b)
+		r.blocks[i] = b
+		run = append(run, b)
+	}
+	flush()
+	r.evictLocked()
 }
 
 // readAhead starts fetches of the blocks after idx, at most opts.Ahead at
@@ -210,10 +242,23 @@ func (r *Reader) evictLocked() {
 	}
 }
 
-func (r *Reader) fetch(b *block) {
-	defer close(b.done)
-	start := b.idx * r.opts.BlockSize
-	end := min(start+r.opts.BlockSize, r.size) - 1
+// fetch gets the adjacent blocks of run with one ranged GET and closes
+// their done channels. On failure every block of the run carries the error
+// and is forgotten (not cached), so the next read tries again.
+func (r *Reader) fetch(run []*block) {
+	defer func() {
+		for _, b := range run {
+			close(b.done)
+		}
+	}()
+	start := run[0].idx * r.opts.BlockSize
+	end := min((run[len(run)-1].idx+1)*r.opts.BlockSize, r.size) - 1
+	fail := func(err error) {
+		for _, b := range run {
+			b.data, b.err = nil, err
+			r.forget(b)
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
 	defer cancel()
 	o := minio.GetObjectOptions{}
@@ -221,42 +266,42 @@ func (r *Reader) fetch(b *block) {
 		_ = o.SetMatchETag(r.etag)
 	}
 	if err := o.SetRange(start, end); err != nil {
-		b.err = err
+		fail(err)
 		return
 	}
 	r.mu.Lock()
 	down, until := r.downErr, r.downUntil
 	r.mu.Unlock()
-	var obj *minio.Object
-	var err error
 	if down != nil && time.Now().Before(until) {
-		b.err = down
-		r.forget(b)
+		fail(down)
 		return
 	}
 	r.gets.Add(1)
-	obj, err = r.c.mc.GetObject(ctx, r.loc.Bucket, r.loc.Key, o)
+	data := make([]byte, end-start+1)
+	obj, err := r.c.mc.GetObject(ctx, r.loc.Bucket, r.loc.Key, o)
 	if err == nil {
-		b.data = make([]byte, end-start+1)
-		_, err = io.ReadFull(obj, b.data)
+		_, err = io.ReadFull(obj, data)
 		obj.Close()
 	}
 	if err != nil {
-		b.data = nil
 		if ctx.Err() != nil && r.ctx.Err() == nil {
 			// Our own timeout, not the caller's: the server is down or
 			// stuck. It must not read as an interrupted request (a
 			// mount turns those into EINTR, which the kernel and Go's
 			// read loop retry at once, forever).
-			b.err = fmt.Errorf("reading %s at %d: %w within %v (%v)", r.loc, start, ErrUnavailable, r.opts.Timeout, err)
+			err = fmt.Errorf("reading %s at %d: %w within %v (%v)", r.loc, start, ErrUnavailable, r.opts.Timeout, err)
 		} else {
-			b.err = fmt.Errorf("reading %s at %d: %w", r.loc, start, classify(r.loc, err))
+			err = fmt.Errorf("reading %s at %d: %w", r.loc, start, classify(r.loc, err))
 		}
 		r.mu.Lock()
-		r.downErr, r.downUntil = b.err, time.Now().Add(r.opts.Timeout)
+		r.downErr, r.downUntil = err, time.Now().Add(r.opts.Timeout)
 		r.mu.Unlock()
-		r.forget(b)
+		fail(err)
 		return
+	}
+	for _, b := range run {
+		off := b.idx*r.opts.BlockSize - start
+		b.data = data[off:min(off+r.opts.BlockSize, int64(len(data))):min(off+r.opts.BlockSize, int64(len(data)))]
 	}
 	r.mu.Lock()
 	r.downErr = nil

@@ -53,7 +53,7 @@ func (c *Client) Create(ctx context.Context, loc Location, replace bool) (*Uploa
 		defer close(u.done)
 		info, err := c.mc.PutObject(uctx, loc.Bucket, loc.Key, pr, -1, minio.PutObjectOptions{
 			PartSize: PartSize, NumThreads: UploadThreads, ConcurrentStreamParts: true,
-			ContentType: "application/zstd", DisableContentSha256: false,
+			ContentType: "application/zstd", DisableContentSha256: true,
 		})
 		if err != nil {
 			pr.CloseWithError(err)

@@ -24,16 +24,18 @@ func TestCompressFleetToBucket(t *testing.T) {
 	dir := t.TempDir()
 	root, stores := fleetShare(t, dir, 4, 2000)
 	j := filepath.Join(dir, "compress.journal")
-	code, out, stderr := runCLI(t, "compress", root, "-o", "s3://fleet/site12/", "--jobs", "2", "--journal", j, "--level", "fastest")
+	// A prefix of this run's own: the server may be shared between runs.
+	prefix := fmt.Sprintf("s3://fleet/run%d/", time.Now().UnixNano())
+	code, out, stderr := runCLI(t, "compress", root, "-o", prefix, "--jobs", "2", "--journal", j, "--level", "fastest")
 	if code != 0 || linesStarting(out, "OK ") != len(stores) || !strings.Contains(out, "every store archived and read back") {
-		t.Fatalf("compress SHARE -o s3://fleet/site12/: exit %d\n%s\n%s", code, out, stderr)
+		t.Fatalf("compress SHARE -o %s: exit %d\n%s\n%s", prefix, code, out, stderr)
 	}
 	recs, notes, err := journal.Read(j)
 	if err != nil || len(notes) != 0 || len(recs) != len(stores) {
 		t.Fatalf("journal: %v %v %d records", err, notes, len(recs))
 	}
 	for i, sp := range stores {
-		name := fmt.Sprintf("s3://fleet/site12/SMPSTORE_1A2B3C4D$_PC%03d.tar.zst", i)
+		name := fmt.Sprintf("%sSMPSTORE_1A2B3C4D$_PC%03d.tar.zst", prefix, i)
 		loc, _ := objstore.ParseURL(name)
 		if ok, err := c.Exists(context.Background(), loc); !ok || err != nil {
 			t.Fatalf("%s: no object (%v)", name, err)
@@ -44,7 +46,7 @@ func TestCompressFleetToBucket(t *testing.T) {
 		}
 	}
 	for _, r := range recs {
-		if r.Op != "compress" || r.Status != journal.StatusOK || r.Fields["verified"] != true || !strings.HasPrefix(r.Fields["archive"].(string), "s3://fleet/site12/") {
+		if r.Op != "compress" || r.Status != journal.StatusOK || r.Fields["verified"] != true || !strings.HasPrefix(r.Fields["archive"].(string), prefix) {
 			t.Errorf("record %+v", r)
 		}
 	}
@@ -52,12 +54,12 @@ func TestCompressFleetToBucket(t *testing.T) {
 	// Again: every store is skipped and nothing is sent but the journal's
 	// word (no HEAD, no PUT).
 	t.Setenv(requestsEnv, "1")
-	code, out, stderr = runCLI(t, "compress", root, "-o", "s3://fleet/site12/", "--journal", j)
+	code, out, stderr = runCLI(t, "compress", root, "-o", prefix, "--journal", j)
 	if code != 0 || linesStarting(out, "SKIPPED ") != len(stores) || strings.Contains(stderr, "s3 requests") {
 		t.Fatalf("re-run: exit %d\n%s\n%s", code, out, stderr)
 	}
 	// --redo without --force: the objects exist, each store fails.
-	code, out, _ = runCLI(t, "compress", root, "-o", "s3://fleet/site12/", "--journal", j, "--redo")
+	code, out, _ = runCLI(t, "compress", root, "-o", prefix, "--journal", j, "--redo")
 	if code == 0 || linesStarting(out, "FAILED ") != len(stores) || !strings.Contains(out, "already exists") {
 		t.Fatalf("--redo over existing objects: exit %d\n%s", code, out)
 	}

@@ -1,0 +1,61 @@
+package objstore_test
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/usmtkit/usmtkit/fixtures"
+	"github.com/usmtkit/usmtkit/objstore"
+)
+
+// A read across a block boundary costs one GET, a cached read none, and
+// a read spanning a cached block fetches the missing blocks around it
+// (one GET per run of missing blocks), against a real server.
+func TestReaderGETsPerRead(t *testing.T) {
+	fixtures.S3Endpoint(t)
+	c, err := objstore.NewClient(objstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.EnsureBucket(ctx, "reader"); err != nil {
+		t.Fatal(err)
+	}
+	const bs = 256 << 10
+	data := make([]byte, 10*bs+1234)
+	rand.NewChaCha8([32]byte{3}).Read(data)
+	loc, _ := objstore.ParseURL("s3://reader/blocks.bin")
+	up, err := c.Create(ctx, loc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Open(ctx, loc, objstore.ReaderOptions{BlockSize: bs, CacheBlocks: 16, Ahead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	read := func(off, n int64, wantGETs int64, why string) {
+		t.Helper()
+		before := r.GETs()
+		got := make([]byte, n)
+		if m, err := r.ReadAt(got, off); err != nil || m != int(n) || !bytes.Equal(got, data[off:off+n]) {
+			t.Fatalf("%s: read %d at %d: %d bytes, %v", why, n, off, m, err)
+		}
+		if d := r.GETs() - before; d != wantGETs {
+			t.Errorf("%s: %d GETs, want %d", why, d, wantGETs)
+		}
+	}
+	read(bs-100, 64<<10, 1, "a frame across the boundary of blocks 0 and 1")
+	read(bs-50, 1000, 0, "the same bytes again (cached)")
+	read(4*bs, 100, 1, "inside block 4")
+	read(3*bs+10, 2*bs+10, 2, "blocks 3..5 with 4 cached: 3 and 5 apart")
+	read(7*bs, 3*bs+1234, 1, "blocks 7..10, the last one short")
+}

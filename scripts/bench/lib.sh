@@ -22,3 +22,21 @@ profile_store() {
 		"$mk" -kind profile "$@" -out "$dir" >/dev/null
 	fi
 }
+
+# median_of LIST...: the median of whitespace-separated numbers ("fail" and "timeout" are left out).
+median_of() {
+	echo "$@" | tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'
+}
+
+# seconds_of CMD...: runs CMD with its output discarded and prints the
+# elapsed wall time in seconds (a failing CMD prints "fail").
+seconds_of() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	if ! "$@" >/dev/null 2>&1; then
+		echo fail
+		return
+	fi
+	t1=$(date +%s.%N)
+	echo "$t0 $t1" | awk '{printf "%.3f\n", $2 - $1}'
+}

@@ -13,10 +13,11 @@
 #   info, ls -R         open (footer + TOC) and list
 #   verify              every chunk's checksum
 #   extract             every file to a scratch folder
-#   mount: 300 files    whole-file reads through `usmtkit mount` (randread)
+#   mount: list, 300 whole files, 2000 random 4 KiB reads, read everything,
+#                       through `usmtkit mount` (randread), a fresh mount each
 #   curl GET            the whole object with curl: the floor for reading
 #                       everything from this server
-# and the ratio bucket / disk. Environment: SIZES, RUNS, WORK (scratch,
+# and the ratio bucket / disk (for MB/s: bucket / disk, higher is better). Environment: SIZES, RUNS, WORK (scratch,
 # default /tmp/usmtkit-bench-s3; stores are kept between runs), PORT
 # (default 18433).
 set -euo pipefail
@@ -72,17 +73,27 @@ requests() {
 	sed -n 's/^usmtkit: s3 requests: //p' "$1" | awk -F'; ' '{print $1}' | sed 's/, 0 [A-Za-z]*//g' | tail -1
 }
 
-# mount_files ARCHIVE OUT: whole-file read latency through a fresh mount.
-mount_files() {
-	local arch=$1 out=$2 pid line
+# mount_phase ARCHIVE MODE OUT: one randread phase (list | files | 4k |
+# seq) on a fresh mount of ARCHIVE; prints randread's line. The mount's
+# requests (printed when it ends) are kept in OUT.
+mount_phase() {
+	local arch=$1 mode=$2 out=$3 pid line
 	USMTKIT_S3_REQUESTS=1 "$U" -q mount --view store "$arch" "$MNT" 2>"$out" &
 	pid=$!
 	for _ in $(seq 1 100); do grep -q " $MNT " /proc/self/mountinfo && break; sleep 0.1; done
-	line=$("$R" -root "$MNT" -mode files -n 300 2>/dev/null || echo "failed")
+	case $mode in
+	list) line="entries=$(find "$MNT" | wc -l)" ;;
+	files) line=$("$R" -root "$MNT" -mode files -n 300 2>/dev/null || echo "failed") ;;
+	4k) line=$("$R" -root "$MNT" -mode 4k -n 2000 2>/dev/null || echo "failed") ;;
+	seq) line=$("$R" -root "$MNT" -mode seq 2>/dev/null || echo "failed") ;;
+	esac
 	fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" || true
 	wait "$pid" || true
 	echo "$line"
 }
+
+# gets OUT: the GETs in a run's requests line.
+gets() { sed -n 's/^usmtkit: s3 requests: .* \([0-9]*\) GET.*/\1/p' "$1" | tail -1; }
 
 row() { printf '%-22s %10s %10s %7s   %s\n' "$@"; }
 
@@ -118,11 +129,21 @@ for size in $SIZES; do
 		row "$op" "$td" "$tb" "$(awk -v a="$tb" -v b="$td" 'BEGIN{printf "%.2f", a/b}')" "$(requests "$WORK/err")"
 	done
 
-	ld=$(mount_files "$arch" "$WORK/err")
-	lb=$(mount_files "$key" "$WORK/err")
-	p() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+	p() { echo "$1" | tr ' ' '\n' | sed -n "s|^$2=||p" | head -1; }
+	mount_phase "$key" list "$WORK/err" >/dev/null
+	row "mount: list everything" "" "" "" "$(requests "$WORK/err") (goal: at most 3 GETs)"
+	ld=$(mount_phase "$arch" files "$WORK/err")
+	lb=$(mount_phase "$key" files "$WORK/err")
 	row "mount: 300 files p50" "$(p "$ld" p50)" "$(p "$lb" p50)" "" "$(requests "$WORK/err")"
 	row "mount: 300 files p99" "$(p "$ld" p99)" "$(p "$lb" p99)" "" ""
+	ld=$(mount_phase "$arch" 4k "$WORK/err")
+	lb=$(mount_phase "$key" 4k "$WORK/err")
+	g=$(gets "$WORK/err")
+	row "mount: 2000 4 KiB p50" "$(p "$ld" p50)" "$(p "$lb" p50)" "" "$(requests "$WORK/err"): $(awk -v g="${g:-0}" 'BEGIN{printf "%.2f", g/2000}') GET per read (goal: at most 1)"
+	row "mount: 2000 4 KiB p99" "$(p "$ld" p99)" "$(p "$lb" p99)" "" ""
+	ld=$(mount_phase "$arch" seq "$WORK/err")
+	lb=$(mount_phase "$key" seq "$WORK/err")
+	row "mount: read all MB/s" "$(p "$ld" MB/s)" "$(p "$lb" MB/s)" "$(awk -v a="$(p "$lb" MB/s)" -v b="$(p "$ld" MB/s)" 'BEGIN{if (b>0) printf "%.2f", a/b}')" "$(requests "$WORK/err") (goal: ratio at least 0.5)"
 
 	tc=$(timed "$WORK/err" curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -o /dev/null "$ep/bench/$size.tar.zst")
 	row "curl GET (floor)" "" "$tc" "" "1 GET of $asize bytes"

@@ -99,3 +99,50 @@ func TestWalkDeepHoldsFewDescriptors(t *testing.T) {
 		t.Errorf("%d descriptors left open after Close", n-before)
 	}
 }
+
+// TestWalkDeepTwoVolumes: below the folders a walk keeps open, a folder
+// merged from two volumes whose subfolder exists on one volume only is
+// reopened on the other by path; its later subfolders are still walked
+// on both volumes.
+func TestWalkDeepTwoVolumes(t *testing.T) {
+	const levels, onBoth = 180, 150
+	base := t.TempDir()
+	trees := [2]fixtures.Tree{{}, {}}
+	p := "top"
+	for i := 0; i < levels; i++ {
+		for v := range trees {
+			if v == 0 || i < onBoth {
+				trees[v][p+"/e/f"+string(rune('0'+v))+".txt"] = fixtures.File{Data: []byte(p)}
+			}
+		}
+		p += "/d"
+	}
+	trees[0][p+"/leaf.txt"] = fixtures.File{Data: []byte("leaf")}
+	var roots []string
+	for v := range trees {
+		r := base + "/vol" + string(rune('0'+v)) + "/store"
+		fixtures.Build(t, r, trees[v])
+		roots = append(roots, r)
+	}
+	s, err := store.Open(roots...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := map[string]int{}
+	err = s.Walk(context.Background(), func(e *store.Entry, err error) error {
+		if err != nil {
+			t.Errorf("%s: %v", e.StorePath, err)
+		}
+		if e.Type == store.TypeFile {
+			got[e.StorePath[strings.LastIndexByte(e.StorePath, '/')+1:]]++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["f0.txt"] != levels || got["f1.txt"] != onBoth || got["leaf.txt"] != 1 {
+		t.Errorf("walked %v; want f0.txt x%d, f1.txt x%d, leaf.txt x1", got, levels, onBoth)
+	}
+}

@@ -108,6 +108,15 @@ func TestSourceOpensNeverFollowOrBlock(t *testing.T) {
 	if _, err := f.Write([]byte("x")); err == nil {
 		t.Errorf("write to a source file succeeded")
 	}
+	if st, err := LstatNoSymlinks(root + "/d/f.txt"); err != nil || st.Size != 5 {
+		t.Errorf("LstatNoSymlinks: %v", err)
+	}
+	if _, err := LstatNoSymlinks(root + "/linkdir/f.txt"); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("LstatNoSymlinks through a symlinked folder: %v, want ELOOP", err)
+	}
+	if st, err := LstatNoSymlinks(root + "/linkfile"); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		t.Errorf("LstatNoSymlinks of a symlink: %v (want the link itself)", err)
+	}
 	if tgt, err := d.Readlink("linkfile"); err != nil || tgt != "d/f.txt" {
 		t.Errorf("Readlink = %q, %v", tgt, err)
 	}

@@ -309,3 +309,30 @@ func (d *Dir) Getxattr(name, attr string, buf []byte) (int, error) {
 	}
 	return unix.Lgetxattr("/proc/self/fd/"+strconv.Itoa(d.fd)+"/"+name, attr, buf)
 }
+
+// LstatNoSymlinks is lstat of path that refuses to pass through a symlink
+// anywhere on the way (openat2 RESOLVE_NO_SYMLINKS), not only at the end:
+// a symlinked folder in the middle gives ELOOP. The final component may
+// be a symlink (the link itself is described). Kernels without openat2
+// (before 5.6) give ENOSYS; the caller walks the components then.
+func LstatNoSymlinks(path string) (*unix.Stat_t, error) {
+	for {
+		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_NO_SYMLINKS,
+		})
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue // EAGAIN: a concurrent rename raced the lookup
+		}
+		if err != nil {
+			return nil, err
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if err != nil {
+			return nil, err
+		}
+		return &st, nil
+	}
+}

@@ -132,11 +132,16 @@ func liveRel(kind store.Kind, sp string) (drive, rel string, ok bool) {
 func lstatLive(root, rel string) (string, *unix.Stat_t, error) {
 	p := root + "/" + rel
 	var st unix.Stat_t
-	err := lstat(p, &st)
-	if err == nil {
-		return p, &st, nil
-	}
-	if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENAMETOOLONG) {
+	// root has its symlinks resolved (Scan); nothing below it is followed.
+	sp, err := safeio.LstatNoSymlinks(p)
+	switch {
+	case err == nil:
+		return p, sp, nil
+	case errors.Is(err, unix.ELOOP):
+		return p, nil, unix.ENOTDIR // a symlink where a folder was: not followed
+	case errors.Is(err, unix.ENOSYS):
+		// No openat2 (Linux < 5.6): the component walk below decides.
+	case !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENAMETOOLONG):
 		return p, nil, err
 	}
 	d, err := safeio.OpenDirPath(root)
@@ -187,13 +192,4 @@ func lstatLive(root, rel string) (string, *unix.Stat_t, error) {
 		d = next
 	}
 	return p, nil, unix.ENOENT
-}
-
-func lstat(p string, st *unix.Stat_t) error {
-	for {
-		err := unix.Lstat(p, st)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }

@@ -13,6 +13,7 @@ package objstore
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -86,20 +87,29 @@ type Config struct {
 	// Endpoint is the server's URL (http://host:port or https://host);
 	// empty means AWS_ENDPOINT_URL, then AWS S3 itself.
 	Endpoint string
-	// Region; empty means AWS_REGION, then AWS_DEFAULT_REGION.
+	// Region; empty means AWS_REGION, then AWS_DEFAULT_REGION, then the
+	// shared config file's region for the profile (sharedConfigRegion).
 	Region string
+	// CABundle is a PEM file of extra certificate authorities trusted for
+	// an https endpoint (a site's own CA); empty means AWS_CA_BUNDLE.
+	CABundle string
+	// InsecureSkipVerify turns off the check of an https endpoint's
+	// certificate (--no-verify-tls): only ever on the user's word.
+	InsecureSkipVerify bool
 }
 
 // Client is a connection to one server.
 type Client struct {
-	mc *minio.Client
+	mc     *minio.Client
+	region string
 }
 
 // NewClient makes a client. Credentials come, in order, from
 // AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY(/AWS_SESSION_TOKEN), the shared
 // credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials,
 // profile AWS_PROFILE) and the instance metadata service. TLS
-// certificates are always verified for https endpoints.
+// certificates of https endpoints are verified against the system's
+// authorities and the CA bundle, unless cfg.InsecureSkipVerify.
 func NewClient(cfg Config) (*Client, error) {
 	ep := cfg.Endpoint
 	if ep == "" {
@@ -123,6 +133,9 @@ func NewClient(cfg Config) (*Client, error) {
 		region = os.Getenv("AWS_DEFAULT_REGION")
 	}
 	if region == "" {
+		region = sharedConfigRegion()
+	}
+	if region == "" {
 		region = "us-east-1"
 	}
 	creds := credentials.NewChainCredentials([]credentials.Provider{
@@ -130,7 +143,11 @@ func NewClient(cfg Config) (*Client, error) {
 		&credentials.FileAWSCredentials{},
 		&credentials.IAM{Client: &http.Client{Transport: http.DefaultTransport}},
 	})
-	transport, err := newCountingTransport(u.Scheme == "https")
+	ca := cfg.CABundle
+	if ca == "" {
+		ca = os.Getenv("AWS_CA_BUNDLE")
+	}
+	transport, err := newTransport(u.Scheme == "https", ca, cfg.InsecureSkipVerify)
 	if err != nil {
 		return nil, err
 	}
@@ -147,13 +164,20 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", ep, err)
 	}
-	return &Client{mc: mc}, nil
+	return &Client{mc: mc, region: region}, nil
 }
+
+// Region is the region the client signs its requests for.
+func (c *Client) Region() string { return c.region }
 
 // classify turns a server's answer into one clear error.
 func classify(loc Location, err error) error {
 	if err == nil {
 		return nil
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return fmt.Errorf("%s: %w (if the server's certificate is from your own authority, trust it with AWS_CA_BUNDLE=ca.pem)", loc, err)
 	}
 	resp := minio.ToErrorResponse(err)
 	switch resp.Code {

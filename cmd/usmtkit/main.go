@@ -76,11 +76,16 @@ folder, USMT\File, a drive folder like USMT\File\C$, or the file itself.
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress and no notes on stderr"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "more detail on stderr"},
 			&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible server for s3://BUCKET/KEY names (default $AWS_ENDPOINT_URL, else AWS)"},
+			&cli.BoolFlag{Name: "no-verify-tls", Usage: "do not check the certificate of an https --endpoint (prefer AWS_CA_BUNDLE=your-ca.pem): anyone on the path could read and change the data"},
 		},
 		Before: func(c *cli.Context) error {
 			g.Quiet = c.Bool("quiet")
 			g.Verbose = c.Bool("verbose")
 			objConfig.Endpoint = c.String("endpoint")
+			objConfig.InsecureSkipVerify = c.Bool("no-verify-tls")
+			if objConfig.InsecureSkipVerify {
+				fmt.Fprintln(g.Stderr, "usmtkit: warning: --no-verify-tls: the object store's certificate is not checked; anyone on the path could read and change the data")
+			}
 			if f, ok := g.Stderr.(*os.File); ok && !g.Quiet && progress.IsTerminal(f) {
 				g.Progress = true
 			}

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -361,5 +365,70 @@ func TestObjectStoreVerifyDamagedIndex(t *testing.T) {
 	}
 	if !strings.Contains(rout, "salvage walk") || dropTimes(strings.ReplaceAll(rout, remote, local)) != dropTimes(lout) {
 		t.Errorf("the bucket's verify differs from the disk's:\n%s\n---\n%s", lout, rout)
+	}
+}
+
+// An https endpoint's certificate is checked: a server whose authority is
+// unknown is refused with one line; AWS_CA_BUNDLE makes it trusted;
+// --no-verify-tls reads it with a warning. The server is the real one
+// behind a TLS proxy with a certificate of its own.
+func TestObjectStoreTLS(t *testing.T) {
+	c := s3Bucket(t, "tls")
+	dir := t.TempDir()
+	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
+	local := filepath.Join(dir, "pc.tar.zst")
+	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--level", "fastest"); code != 0 {
+		t.Fatalf("compress: %d %s", code, stderr)
+	}
+	remote := "s3://tls/pc.tar.zst"
+	putFile(t, c, local, remote)
+	target, err := url.Parse(os.Getenv("AWS_ENDPOINT_URL"))
+	if err != nil || target.Host == "" {
+		t.Fatalf("the test server's endpoint %q: %v", os.Getenv("AWS_ENDPOINT_URL"), err)
+	}
+	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	defer proxy.Close()
+	t.Setenv("AWS_ENDPOINT_URL", proxy.URL)
+	_, want, _ := runCLI(t, "ls", "-R", local)
+
+	code, _, stderr := runCLI(t, "ls", "-R", remote)
+	t.Logf("unknown authority: %s", stderr)
+	if code != exitcodes.Failure || !strings.Contains(stderr, "certificate") || strings.Count(strings.TrimSpace(stderr), "\n") > 1 {
+		t.Errorf("unknown authority: exit %d, stderr %q", code, stderr)
+	}
+	bundle := filepath.Join(dir, "ca.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: proxy.Certificate().Raw})
+	if err := os.WriteFile(bundle, cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", bundle)
+	if code, out, stderr := runCLI(t, "ls", "-R", remote); code != 0 || strings.ReplaceAll(out, remote, local) != want {
+		t.Errorf("with AWS_CA_BUNDLE: exit %d %s", code, stderr)
+	}
+	t.Setenv("AWS_CA_BUNDLE", "")
+	code, out, stderr := runCLI(t, "--no-verify-tls", "ls", "-R", remote)
+	if code != 0 || strings.ReplaceAll(out, remote, local) != want || !strings.Contains(stderr, "warning: --no-verify-tls") {
+		t.Errorf("--no-verify-tls: exit %d %s", code, stderr)
+	}
+}
+
+// The region comes from AWS_REGION, else the shared config file's profile.
+func TestObjectStoreRegion(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(cfg, []byte("[default]\nregion = us-west-2\n\n[profile site12]\n# a comment\nregion=eu-west-3\noutput = json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CONFIG_FILE", cfg)
+	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+	for _, c := range []struct{ region, profile, want string }{
+		{"", "", "us-west-2"}, {"", "site12", "eu-west-3"}, {"ap-south-1", "site12", "ap-south-1"}, {"", "nosuch", "us-east-1"},
+	} {
+		t.Setenv("AWS_REGION", c.region)
+		t.Setenv("AWS_DEFAULT_REGION", "")
+		t.Setenv("AWS_PROFILE", c.profile)
+		cl, err := objstore.NewClient(objstore.Config{})
+		if err != nil || cl.Region() != c.want {
+			t.Errorf("AWS_REGION=%q AWS_PROFILE=%q: region %q (%v), want %q", c.region, c.profile, cl.Region(), err, c.want)
+		}
 	}
 }

@@ -28,9 +28,12 @@ var (
 	mrtsTag  = []byte("MRTS")
 )
 
+// migMaxRecords: walks stop (and say so) past this many records. A
+// variable so the hostile tests can lower it.
+var migMaxRecords = 1 << 24
+
 const (
-	migMaxRecords   = 1 << 22 // stop walking (and say so) past this many records
-	migNameCap      = 2048    // bytes of a record name we decode
+	migNameCap      = 2048 // bytes of a record name we decode
 	migFirstNames   = 5
 	migScanForFirst = 64 << 10
 )

@@ -34,7 +34,7 @@ type migFile struct {
 const migFileWindow = 512 << 10
 
 func (s *MIGStore) openPayload(n migNode) (File, error) {
-	c := newMIGCursor(s.f, s.size)
+	c := newMIGCursor(s.r, s.size)
 	rec, ok := readMIGRecord(c, n.rec)
 	if !ok || rec.Next > s.size {
 		return nil, fmt.Errorf("%w: the record at %#x is no longer there", ErrChanged, n.rec)
@@ -62,7 +62,7 @@ func (f *migFile) restart() error {
 		f.br = bufio.NewReaderSize(nil, 64<<10)
 		f.win = make([]byte, migFileWindow)
 	}
-	f.br.Reset(io.NewSectionReader(f.s.f, f.start, f.end-f.start))
+	f.br.Reset(io.NewSectionReader(f.s.r, f.start, f.end-f.start))
 	f.pos, f.filled, f.started = 0, 0, true
 	if err := f.zr.Reset(f.br); err != nil {
 		return f.fail(err)

@@ -1,15 +1,18 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // MIGStore shows the File\ records of an unencrypted USMT.MIG as a store,
@@ -30,13 +33,15 @@ import (
 // that does not inflate, a path named by two records, a file name also used
 // as a folder, and parts of the file that are not records at all.
 type MIGStore struct {
-	f       *os.File
+	r       io.ReaderAt
+	file    *os.File // nil when r is not a file (the fuzz tests)
 	info    Info
 	mig     *MIGInfo
 	size    int64
 	mtimeNs int64
 
 	nodes []migNode
+	names []byte   // every node's name, back to back (nodes hold no pointers: the GC skips them)
 	dirs  []migDir // by folder id; 0 is the root
 
 	leftOut      []MIGLeftOut // the first migLeftOutKept
@@ -76,18 +81,26 @@ const migLeftOutKept = 1000
 // migStoreMaxIndex bounds the index's memory (estimated as below): a
 // million files with 30-byte names take about 80 MB. Past it the rest of
 // the file is left out, and said so.
-const migStoreMaxIndex = 512 << 20
+var migStoreMaxIndex int64 = 512 << 20
 
 // migNodeCost is the estimated bytes one index node costs besides its
-// name: the node, its share of the sort, and the folder map while building.
-const migNodeCost = 64
+// name: the node (32 bytes) and the slack of growing the slice.
+const migNodeCost = 48
 
+// migNode is one file or folder of the index: 32 bytes and no pointer.
 type migNode struct {
-	name   string
-	parent int32 // folder id of the folder holding it
-	dir    int32 // its own folder id; -1 for a file
-	rec    int64 // the record's offset; -1 for the marker
-	size   int64 // inflated bytes
+	nameOff, nameLen uint32 // the name: names[nameOff:nameOff+nameLen]
+	parent           int32  // folder id of the folder holding it
+	dir              int32  // its own folder id; -1 for a file
+	rec              int64  // the record's offset; -1 for the marker
+	size             int64  // inflated bytes
+}
+
+// name is node i's name, a view of the names arena (which is only ever
+// appended to, and not at all once the store is open).
+func (s *MIGStore) name(i int32) string {
+	n := &s.nodes[i]
+	return unsafe.String(&s.names[n.nameOff], int(n.nameLen))
 }
 
 type migDir struct {
@@ -120,12 +133,25 @@ func OpenMIG(ctx context.Context, path string, info *MIGInfo, o MIGStoreOptions)
 		f.Close()
 		return nil, fmt.Errorf("%s: %w (it was %d bytes when identified, it is %d now)", path, ErrChanged, info.Size, fi.Size())
 	}
-	s := &MIGStore{f: f, mig: info, size: fi.Size(), mtimeNs: fi.ModTime().UnixNano()}
+	s, err := openMIGReader(ctx, f, info, fi.ModTime().UnixNano(), path, o)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.file = f
+	return s, nil
+}
+
+// openMIGReader builds the store over r (info.Size bytes).
+func openMIGReader(ctx context.Context, r io.ReaderAt, info *MIGInfo, mtimeNs int64, path string, o MIGStoreOptions) (*MIGStore, error) {
+	s := &MIGStore{r: r, mig: info, size: info.Size, mtimeNs: mtimeNs}
 	s.info = Info{Kind: KindMIG, Version: "USMT 4+", Level: LevelMIGFile, Input: []string{path}, Roots: []string{path}}
 	b := &migBuilder{s: s, dirIDs: map[migDirKey]int32{}, maxIndex: migStoreMaxIndex}
 	b.s.dirs = []migDir{{node: -1}}
+	// The structural walk counted the records: one node each, and room
+	// for folders, so the slice does not double past what it needs.
+	s.nodes = make([]migNode, 0, min(int64(info.Records)+int64(info.Records)/8+16, migStoreMaxIndex/migNodeCost))
 	if err := b.walk(ctx, o.Progress); err != nil {
-		f.Close()
 		return nil, err
 	}
 	var markers []int
@@ -187,9 +213,11 @@ type migBuilder struct {
 }
 
 func (b *migBuilder) addNode(parent int32, name string, dir int32, rec, size int64) int {
-	b.s.nodes = append(b.s.nodes, migNode{name: name, parent: parent, dir: dir, rec: rec, size: size})
+	s := b.s
+	s.nodes = append(s.nodes, migNode{nameOff: uint32(len(s.names)), nameLen: uint32(len(name)), parent: parent, dir: dir, rec: rec, size: size})
+	s.names = append(s.names, name...)
 	b.index += migNodeCost + int64(len(name))
-	return len(b.s.nodes) - 1
+	return len(s.nodes) - 1
 }
 
 // dirOf returns the folder id of a store path, creating the folders.
@@ -202,10 +230,9 @@ func (b *migBuilder) dirOf(p string) int32 {
 		next, ok := b.dirIDs[k]
 		if !ok {
 			next = int32(len(b.s.dirs))
-			name := strings.Clone(comp)
 			b.s.dirs = append(b.s.dirs, migDir{})
-			b.addNode(id, name, next, -1, 0)
-			b.dirIDs[migDirKey{id, name}] = next
+			b.addNode(id, comp, next, -1, 0)
+			b.dirIDs[migDirKey{id, strings.Clone(comp)}] = next
 		}
 		id = next
 	}
@@ -220,9 +247,10 @@ func (b *migBuilder) walk(ctx context.Context, progress func(done, total int64))
 		s.leave(MIGLeftOut{Offset: 0, Why: "no record chain was found: nothing could be read (usmtkit info says why)"})
 		return nil
 	}
-	pi := newPayloadInflater(s.f)
+	cur := newMIGCursor(s.r, size)
+	pi := newPayloadInflater(s.r)
+	pi.cur = cur
 	defer pi.close()
-	cur := newMIGCursor(s.f, size)
 	off := info.FirstRecord
 	lastTick := time.Now()
 	for n := 0; off < size && size-off != migTail; n++ {
@@ -233,13 +261,13 @@ func (b *migBuilder) walk(ctx context.Context, progress func(done, total int64))
 			progress(off, size)
 			lastTick = time.Now()
 		}
-		rest := fmt.Sprintf("%#x to the end of the file (%d bytes)", off, size-off)
+		rest := func() string { return fmt.Sprintf("%#x to the end of the file (%d bytes)", off, size-off) }
 		if n >= migMaxRecords {
-			s.leave(MIGLeftOut{Offset: off, Why: fmt.Sprintf("not read: the walk stops after %d records; from %s", migMaxRecords, rest)})
+			s.leave(MIGLeftOut{Offset: off, Why: fmt.Sprintf("not read: the walk stops after %d records; from %s", migMaxRecords, rest())})
 			break
 		}
 		if b.index > b.maxIndex {
-			s.leave(MIGLeftOut{Offset: off, Why: fmt.Sprintf("not read: the index of the records before it reached %d MiB, the most usmtkit holds; from %s", b.maxIndex>>20, rest)})
+			s.leave(MIGLeftOut{Offset: off, Why: fmt.Sprintf("not read: the index of the records before it reached %d MiB, the most usmtkit holds; from %s", b.maxIndex>>20, rest())})
 			break
 		}
 		rec, ok := readMIGRecord(cur, off)
@@ -248,42 +276,42 @@ func (b *migBuilder) walk(ctx context.Context, progress func(done, total int64))
 			if off+24 > size {
 				what = "are too short to be a record (truncated?)"
 			}
-			s.leave(MIGLeftOut{Offset: off, Why: fmt.Sprintf("not read: the bytes from %s %s", rest, what)})
+			s.leave(MIGLeftOut{Offset: off, Why: fmt.Sprintf("not read: the bytes from %s %s", rest(), what)})
 			break
 		}
 		l := MIGLeftOut{Offset: off}
-		if rec.NameLen <= migMaxNameBytes && rec.NameEnd() <= size {
-			nb, _ := cur.at(off+24, int(rec.NameLen))
-			l.Name = decodeUTF16LE(nb[:min(len(nb), migNameCap)])
+		leave := func(why string) {
+			if l.Name == "" && rec.NameEnd() <= size {
+				// For display only: lossy, and cut at migNameCap.
+				nb, _ := cur.at(rec.Offset+24, int(min(rec.NameLen, migNameCap)))
+				l.Name = decodeUTF16LE(nb)
+			}
+			l.Why = why
+			s.leave(l)
 		}
 		if rec.Next > size {
-			l.Why = fmt.Sprintf("the record runs past the end of the file (it needs %d bytes, the file has %d): truncated", rec.Next, size)
-			s.leave(l)
+			leave(fmt.Sprintf("the record runs past the end of the file (it needs %d bytes, the file has %d): truncated", rec.Next, size))
 			break
 		}
 		off = rec.Next
 		if rec.NameLen > rec.Size {
-			l.Why = "the name is longer than the record"
-			s.leave(l)
+			leave("the name is longer than the record")
 			continue
 		}
 		if rec.NameLen > migMaxNameBytes {
-			l.Why = fmt.Sprintf("the name is %d bytes, longer than a Windows path can be", rec.NameLen)
-			s.leave(l)
+			leave(fmt.Sprintf("the name is %d bytes, longer than a Windows path can be", rec.NameLen))
 			continue
 		}
 		nb, _ := cur.at(rec.Offset+24, int(rec.NameLen))
 		name, err := decodeMIGName(nb)
 		if err != nil {
-			l.Why = err.Error()
-			s.leave(l)
+			leave(err.Error())
 			continue
 		}
 		l.Name = name
 		sp, why := migFileStorePath(name)
 		if why != "" {
-			l.Why = why
-			s.leave(l)
+			leave(why)
 			continue
 		}
 		l.Path = MIGWindowsPath(name)
@@ -292,12 +320,11 @@ func (b *migBuilder) walk(ctx context.Context, progress func(done, total int64))
 			return err
 		}
 		if detail != "" {
-			l.Why = detail
-			s.leave(l)
+			leave(detail)
 			continue
 		}
 		dir, base := SplitPath(sp)
-		b.addNode(b.dirOf(dir), strings.Clone(base), -1, rec.Offset, inflated)
+		b.addNode(b.dirOf(dir), base, -1, rec.Offset, inflated)
 	}
 	if progress != nil {
 		progress(size, size)
@@ -314,7 +341,7 @@ func (b *migBuilder) finish() {
 		if a.parent != c.parent {
 			return cmp.Compare(a.parent, c.parent)
 		}
-		return strings.Compare(a.name, c.name)
+		return bytes.Compare(s.names[a.nameOff:a.nameOff+a.nameLen], s.names[c.nameOff:c.nameOff+c.nameLen])
 	}
 	slices.SortFunc(s.nodes, byName)
 	s.indexDirs()
@@ -383,7 +410,7 @@ func (s *MIGStore) pathOf(i int32) string {
 	var parts []string
 	for i >= 0 {
 		n := &s.nodes[i]
-		parts = append(parts, n.name)
+		parts = append(parts, s.name(i))
 		i = s.dirs[n.parent].node
 	}
 	slices.Reverse(parts)
@@ -404,7 +431,9 @@ func (s *MIGStore) lookup(op, storePath string) (int32, error) {
 		}
 		d := s.dirs[dir]
 		kids := s.nodes[d.lo:d.hi]
-		i, found := slices.BinarySearchFunc(kids, comp, func(n migNode, name string) int { return strings.Compare(n.name, name) })
+		i, found := slices.BinarySearchFunc(kids, comp, func(n migNode, name string) int {
+			return strings.Compare(unsafe.String(&s.names[n.nameOff], int(n.nameLen)), name)
+		})
 		if !found {
 			return 0, &PathError{Op: op, Path: storePath, Err: fs.ErrNotExist}
 		}
@@ -464,7 +493,7 @@ func (s *MIGStore) ReadDir(storePath string) ([]Entry, error) {
 	d := s.dirs[dir]
 	out := make([]Entry, 0, d.hi-d.lo)
 	for c := d.lo; c < d.hi; c++ {
-		out = append(out, s.entry(c, JoinPath(p, s.nodes[c].name)))
+		out = append(out, s.entry(c, JoinPath(p, s.name(c))))
 	}
 	return out, nil
 }
@@ -497,7 +526,7 @@ func (s *MIGStore) Walk(ctx context.Context, fn WalkFunc) error {
 		}
 		i := top.next
 		top.next++
-		p := JoinPath(top.path, s.nodes[i].name)
+		p := JoinPath(top.path, s.name(i))
 		e := s.entry(i, p)
 		err := fn(&e, nil)
 		if err != nil && !errors.Is(err, SkipDir) {
@@ -530,14 +559,21 @@ func (s *MIGStore) Open(e *Entry) (File, error) {
 	if n.rec == -1 {
 		return &migTextFile{s: s.marker}, nil
 	}
-	if fi, err := s.f.Stat(); err != nil || fi.Size() != s.size || fi.ModTime().UnixNano() != s.mtimeNs {
-		return nil, &PathError{Op: "opening", Path: e.StorePath, Err: fmt.Errorf("%w: the USMT.MIG file was modified after it was opened", ErrChanged)}
+	if s.file != nil {
+		if fi, err := s.file.Stat(); err != nil || fi.Size() != s.size || fi.ModTime().UnixNano() != s.mtimeNs {
+			return nil, &PathError{Op: "opening", Path: e.StorePath, Err: fmt.Errorf("%w: the USMT.MIG file was modified after it was opened", ErrChanged)}
+		}
 	}
 	return s.openPayload(n)
 }
 
 // Close implements Store.
-func (s *MIGStore) Close() error { return s.f.Close() }
+func (s *MIGStore) Close() error {
+	if s.file == nil {
+		return nil
+	}
+	return s.file.Close()
+}
 
 // markerText is EXPERIMENTAL.txt.
 func (s *MIGStore) markerText() string {

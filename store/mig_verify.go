@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,13 +54,14 @@ func verifyMIG(ctx context.Context, r io.ReaderAt, info *MIGInfo, inflate bool, 
 	if info.FirstRecord < 0 {
 		return nil
 	}
+	off, size := info.FirstRecord, info.Size
+	cur := newMIGCursor(r, size)
 	var pi *payloadInflater
 	if inflate {
 		pi = newPayloadInflater(r)
+		pi.cur = cur
 		defer pi.close()
 	}
-	off, size := info.FirstRecord, info.Size
-	cur := newMIGCursor(r, size)
 	for n := 0; n < migMaxRecords && off < size && size-off != migTail; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -106,10 +108,16 @@ var migMaxInflate int64 = 1 << 40
 // or size of records).
 type payloadInflater struct {
 	r   io.ReaderAt
+	cur *migCursor // when set, small payloads are read from its window
 	zr  migInflater
 	br  *bufio.Reader
+	mem bytes.Reader
 	out []byte
 }
+
+// migSmallPayload: payloads up to this size are taken from the cursor's
+// window (a million tiny records: no pread each).
+const migSmallPayload = 32 << 10
 
 // migReadBuffer is the read size from the MIG: large enough that reading
 // is a small share of inflating, small next to the 64 MiB goal.
@@ -130,7 +138,14 @@ func (p *payloadInflater) inflate(ctx context.Context, nameEnd, recEnd, limit in
 	if recEnd-start < 2 {
 		return 0, "the payload is too short to hold a zlib stream"
 	}
-	p.br.Reset(io.NewSectionReader(p.r, start, recEnd-start))
+	var src io.Reader = io.NewSectionReader(p.r, start, recEnd-start)
+	if n := recEnd - start; p.cur != nil && n <= migSmallPayload {
+		if b, _ := p.cur.at(start, int(n)); int64(len(b)) == n {
+			p.mem.Reset(b)
+			src = &p.mem
+		}
+	}
+	p.br.Reset(src)
 	if err := p.zr.Reset(p.br); err != nil {
 		return 0, fmt.Sprintf("the payload is not a zlib stream (%v)", err)
 	}

@@ -93,8 +93,8 @@ func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 		if err := o.printInfo(rep); err != nil {
 			return err
 		}
-		if d.MIG.Damaged() {
-			// A damage report never exits 0.
+		if d.MIG.Damaged() || d.MIG.WalkCapped {
+			// A damage report (or one that stopped short) never exits 0.
 			return fmt.Errorf("%s looks damaged (see above): copy it again from its source if you can, then run usmtutils /verify on Windows: %w", d.Root, exitcodes.ErrPartial)
 		}
 		return nil
@@ -233,6 +233,8 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 			fmt.Fprintf(w, "damage:      %d bytes follow the last record at %#x (a healthy file ends there or 8 bytes later)\n", g.Size-g.ChainEnd, g.ChainEnd)
 		case g.FirstRecord < 0:
 			fmt.Fprintf(w, "damage:      no record chain could be walked\n")
+		case g.WalkCapped:
+			fmt.Fprintf(w, "not walked:  the walk stops after %d records; the rest of the file, from %#x, was not looked at\n", g.Records, g.ChainEnd)
 		case g.TailBytes > 0:
 			fmt.Fprintf(w, "tail:        %d bytes after the last record (as PhotoRec expects)\n", g.TailBytes)
 		}

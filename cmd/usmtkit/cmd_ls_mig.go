@@ -44,6 +44,9 @@ func runLsMIG(ctx context.Context, o *lsOptions, d *store.Detection) error {
 	if !o.JSON {
 		o.notef("usmtkit: note: %d records of a USMT.MIG; sizes are the stored (compressed%s) bytes; the contents cannot be read here (usmtkit info says why)", n, map[bool]string{true: ", encrypted", false: ""}[d.MIG.Encrypted])
 	}
+	if d.MIG.WalkCapped {
+		return fmt.Errorf("%s: the listing stops after %d records; the rest of the file, from %#x, was not looked at: %w", d.Root, d.MIG.Records, d.MIG.ChainEnd, exitcodes.ErrPartial)
+	}
 	if d.MIG.Damaged() {
 		return fmt.Errorf("%s is damaged: the listing stops where its record chain does (usmtkit info shows how): %w", d.Root, exitcodes.ErrPartial)
 	}

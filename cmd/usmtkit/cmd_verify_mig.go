@@ -43,6 +43,8 @@ func runVerifyMIG(ctx context.Context, o *verifyOptions, d *store.Detection, rep
 		sum.Damage = append(sum.Damage, fmt.Sprintf("%d bytes follow the last record at %#x", info.Size-info.ChainEnd, info.ChainEnd))
 	case info.FirstRecord < 0:
 		sum.Damage = append(sum.Damage, "no record chain could be walked")
+	case info.WalkCapped:
+		sum.Damage = append(sum.Damage, fmt.Sprintf("not checked: the walk stops after %d records; the rest of the file, from %#x, was not looked at", info.Records, info.ChainEnd))
 	}
 	var werr error
 	emit := func(format string, a ...any) {

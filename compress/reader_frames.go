@@ -59,6 +59,15 @@ type span struct {
 // one) is decoded whole.
 const maxChunkFrames = 1024
 
+// rangePrefetcher is a reader that can fetch a byte range in one request
+// ahead of the small reads that follow. The frame walk below reads a few
+// bytes of every frame header of a chunk; from an object store
+// (objstore.Reader) each 1 MiB block it touches would be one GET, so the
+// rest of the chunk is asked for at once: one GET per random read.
+type rangePrefetcher interface {
+	Prefetch(off, n int64)
+}
+
 // Outcomes of decodeFrames.
 const (
 	framesDecoded = iota // the frames holding the bytes were decoded
@@ -90,6 +99,11 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 			a.frames.put(c, ent.frames)
 		}
 	}()
+	if cur := ent.frames[len(ent.frames)-1]; cur.u < need && cur.off != end {
+		if p, ok := a.f.(rangePrefetcher); ok {
+			p.Prefetch(cur.off, end-cur.off)
+		}
+	}
 	for {
 		cur := ent.frames[len(ent.frames)-1]
 		if cur.u >= need || cur.off == end {

@@ -36,6 +36,10 @@ const (
 	DefaultTimeout     = 30 * time.Second
 )
 
+// seqMinRead is the size from which a read near the last big one counts
+// as sequential; the frame walk's header reads (3 to 18 bytes) never do.
+const seqMinRead = 32 << 10
+
 // Reader is an object read by ranged GETs: an io.ReaderAt with Size. It is
 // safe for concurrent use.
 type Reader struct {
@@ -58,7 +62,15 @@ type Reader struct {
 	downUntil time.Time
 	blocks    map[int64]*block
 	lru       *list.List // of *block, most recent first
-	last      int64      // the last block read, for sequential detection
+	// nextOff is where the last read ended: a read starting there is
+	// sequential and gets blocks fetched ahead. (Block adjacency is no
+	// sign: the archive's frame walk reads a few bytes of each frame
+	// header, stepping over blocks without reading them through.)
+	nextOff int64
+	// lastBig is the last block of the last read of seqMinRead bytes or
+	// more: a big read in that block or the next is sequential too (the
+	// chunks of a parallel verify arrive a little out of order).
+	lastBig int64
 }
 
 type block struct {
@@ -95,7 +107,7 @@ func (c *Client) Open(ctx context.Context, loc Location, opts ReaderOptions) (*R
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	r := &Reader{c: c, loc: loc, size: oi.Size, etag: oi.ETag, opts: opts, ctx: rctx, cancel: rcancel,
-		blocks: map[int64]*block{}, lru: list.New(), last: -2}
+		blocks: map[int64]*block{}, lru: list.New(), lastBig: -2}
 	if opts.Ahead > 0 {
 		r.aheadCh = make(chan struct{}, opts.Ahead)
 	}
@@ -125,13 +137,25 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
-	if first, last := off/r.opts.BlockSize, (min(off+int64(len(p)), r.size)-1)/r.opts.BlockSize; last > first {
+	first, last := off/r.opts.BlockSize, (min(off+int64(len(p)), r.size)-1)/r.opts.BlockSize
+	if last > first {
 		r.fetchMissing(first, last)
+	}
+	r.mu.Lock()
+	big := len(p) >= seqMinRead
+	sequential := off == r.nextOff || big && (first == r.lastBig || first == r.lastBig+1)
+	r.nextOff = off + int64(len(p))
+	if big {
+		r.lastBig = last
+	}
+	r.mu.Unlock()
+	if sequential {
+		r.readAhead(last)
 	}
 	n := 0
 	for n < len(p) && off < r.size {
 		idx := off / r.opts.BlockSize
-		b, err := r.get(idx, true)
+		b, err := r.get(idx)
 		if err != nil {
 			return n, err
 		}
@@ -148,7 +172,7 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 // get returns block idx, fetching it (once, shared by concurrent readers)
 // when it is not cached. A failed fetch is not cached: the next read
 // tries again, so reads work again when the server returns.
-func (r *Reader) get(idx int64, demand bool) (*block, error) {
+func (r *Reader) get(idx int64) (*block, error) {
 	r.mu.Lock()
 	b, ok := r.blocks[idx]
 	if ok {
@@ -160,15 +184,7 @@ func (r *Reader) get(idx int64, demand bool) (*block, error) {
 		r.evictLocked()
 		go r.fetch([]*block{b})
 	}
-	sequential := false
-	if demand {
-		sequential = idx == r.last+1 || idx == r.last
-		r.last = idx
-	}
 	r.mu.Unlock()
-	if sequential {
-		r.readAhead(idx)
-	}
 	select {
 	case <-b.done:
 	case <-r.ctx.Done():
@@ -178,6 +194,42 @@ func (r *Reader) get(idx int64, demand bool) (*block, error) {
 		return nil, b.err
 	}
 	return b, nil
+}
+
+// readAhead starts fetches of the blocks after idx, at most opts.Ahead at
+// a time in the background.
+func (r *Reader) readAhead(idx int64) {
+	if r.opts.Ahead <= 0 {
+		return
+	}
+	last := (r.size - 1) / r.opts.BlockSize
+	for i := idx + 1; i <= idx+int64(r.opts.Ahead) && i <= last; i++ {
+		r.mu.Lock()
+		_, ok := r.blocks[i]
+		r.mu.Unlock()
+		if ok {
+			continue
+		}
+		select {
+		case r.aheadCh <- struct{}{}:
+		default:
+			return // enough in flight
+		}
+		go func(i int64) {
+			defer func() { <-r.aheadCh }()
+			_, _ = r.get(i)
+		}(i)
+	}
+}
+
+// Prefetch starts fetching the bytes off..off+n that are not cached, in
+// one GET per run of missing blocks, and returns at once; reads of them
+// then wait for that GET instead of sending their own.
+func (r *Reader) Prefetch(off, n int64) {
+	if off < 0 || n <= 0 || off >= r.size {
+		return
+	}
+	r.fetchMissing(off/r.opts.BlockSize, (min(off+n, r.size)-1)/r.opts.BlockSize)
 }
 
 // fetchMissing starts the fetch of the blocks first..last that are neither
@@ -207,30 +259,6 @@ func (r *Reader) fetchMissing(first, last int64) {
 	}
 	flush()
 	r.evictLocked()
-}
-
-// readAhead starts fetches of the blocks after idx, at most opts.Ahead at
-// a time in the background.
-func (r *Reader) readAhead(idx int64) {
-	last := (r.size - 1) / r.opts.BlockSize
-	for i := idx + 1; i <= idx+int64(r.opts.Ahead) && i <= last; i++ {
-		r.mu.Lock()
-		_, ok := r.blocks[i]
-		r.mu.Unlock()
-		if ok {
-			continue
-		}
-		select {
-		case r.aheadCh <- struct{}{}:
-		default:
-			return // enough in flight
-		}
-		go func(i int64) {
-			defer func() { <-r.aheadCh }()
-			b, _ := r.get(i, false)
-			_ = b
-		}(i)
-	}
 }
 
 func (r *Reader) evictLocked() {

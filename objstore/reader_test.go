@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/objstore"
@@ -58,4 +59,31 @@ func TestReaderGETsPerRead(t *testing.T) {
 	read(4*bs, 100, 1, "inside block 4")
 	read(3*bs+10, 2*bs+10, 2, "blocks 3..5 with 4 cached: 3 and 5 apart")
 	read(7*bs, 3*bs+1234, 1, "blocks 7..10, the last one short")
+
+	// The archive's frame walk: a Prefetch of the chunk, then header
+	// reads of a few bytes across its blocks: one GET in all.
+	r2, err := c.Open(ctx, loc, objstore.ReaderOptions{BlockSize: bs, CacheBlocks: 16, Ahead: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	r2.Prefetch(bs+10, 3*bs)
+	for _, off := range []int64{bs + 10, 2*bs + 7, 3*bs + 99, 4*bs - 3} {
+		got := make([]byte, 3)
+		if _, err := r2.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:off+3]) {
+			t.Fatalf("header read at %d: %v", off, err)
+		}
+	}
+	// Small reads stepping from block to block are no sequential reader:
+	// nothing is fetched ahead (read-ahead would start within the reads).
+	for _, off := range []int64{5*bs + 1, 6*bs + 1} {
+		got := make([]byte, 17)
+		if _, err := r2.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:off+17]) {
+			t.Fatalf("header read at %d: %v", off, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := r2.GETs(); n != 3 {
+		t.Errorf("a prefetched chunk walk and two stepping header reads: %d GETs, want 3", n)
+	}
 }

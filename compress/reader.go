@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,6 +164,9 @@ func newArchive(r io.ReaderAt, path string, size int64, ft *footer, t *toc, opts
 		cb = DefaultCacheBytes
 	}
 	a.cache = newChunkCache(cb)
+	// Pooled chunk buffers live outside the Go heap (reader_bufs.go): an
+	// archive dropped without Close must still give its cache's back.
+	runtime.AddCleanup(a, (*chunkCache).release, a.cache)
 	a.info = store.Info{
 		Kind:    store.KindArchive,
 		Version: ArchiveVersion(ft.version),
@@ -350,6 +354,7 @@ func (a *Archive) Info() *store.Info {
 
 // Close implements store.Store.
 func (a *Archive) Close() error {
+	a.cache.release()
 	if a.close == nil {
 		return nil
 	}

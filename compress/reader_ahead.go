@@ -40,7 +40,7 @@ func (a *Archive) decodeAhead(f *archiveFile, k int) {
 	}
 	c := f.first + uint32(k)
 	cc := a.cache
-	if cc.max < 2*int64(a.t.chunk(c).uSize)+aheadBytes || cc.has(c) {
+	if cc.max < 2*int64(a.t.chunk(c).uSize) || cc.has(c) {
 		return
 	}
 	select {

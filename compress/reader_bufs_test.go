@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestPooledBuffers: sequential readers (whose whole-chunk decodes go into
@@ -85,6 +87,47 @@ func TestPooledBuffers(t *testing.T) {
 	if decodedBufsReturned.Load() == before {
 		t.Error("no decoded buffer came back to the free list")
 	}
+	// Closed archives give back every buffer mapped outside the heap: what
+	// is left is the free lists.
+	if got, most := offHeapMapped.Load(), int64(maxFreeDecodedBufs*pooledChunkBytes+maxPooledFrames*maxPooledFrameBytes); got > most {
+		t.Errorf("%d bytes still mapped after the archives were closed, want at most the free lists' %d", got, most)
+	}
+}
+
+// TestDroppedArchiveReleasesBuffers: an archive dropped without Close
+// gives its cache's pooled buffers (mapped outside the Go heap) back once
+// collected.
+func TestDroppedArchiveReleasesBuffers(t *testing.T) {
+	old := pooledChunkBytes
+	pooledChunkBytes = partialChunk + 512
+	t.Cleanup(func() { pooledChunkBytes = old })
+	dir, want := partialTree(t)
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: 128 << 10})
+	read := func() {
+		a, err := Open(path, ReaderOptions{CacheBytes: 8 * partialChunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := openBig(t, a)
+		got, err := io.ReadAll(io.NewSectionReader(f, 0, f.size))
+		if err != nil || !bytes.Equal(got, want[:len(got)]) || int64(len(got)) != f.size {
+			t.Fatalf("read %d bytes, %v", len(got), err)
+		}
+		f.Close()
+		// a is dropped here without Close.
+	}
+	free := int64(maxFreeDecodedBufs*pooledChunkBytes + maxPooledFrames*maxPooledFrameBytes)
+	for range 3 {
+		read()
+	}
+	for range 20 {
+		runtime.GC()
+		if offHeapMapped.Load() <= free {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("%d bytes still mapped after the archives were collected, want at most the free lists' %d", offHeapMapped.Load(), free)
 }
 
 // countingReaderAt counts ReadAt calls.

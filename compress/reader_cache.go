@@ -17,11 +17,12 @@ import (
 type chunkCache struct {
 	max int64
 
-	mu   sync.Mutex
-	used int64
-	lru  *list.List // of *cacheEnt, front = most recent
-	ents map[uint32]*list.Element
-	bad  map[uint32]error
+	mu     sync.Mutex
+	closed bool // release ran: nothing is kept any more
+	used   int64
+	lru    *list.List // of *cacheEnt, front = most recent
+	ents   map[uint32]*list.Element
+	bad    map[uint32]error
 }
 
 type cacheEnt struct {
@@ -65,7 +66,7 @@ func (cc *chunkCache) entry(c uint32, size, expect int64) (*cacheEnt, error) {
 		return el.Value.(*cacheEnt), nil
 	}
 	ent := &cacheEnt{c: c}
-	if cc.max < 0 || size > cc.max {
+	if cc.max < 0 || size > cc.max || cc.closed {
 		return ent, nil
 	}
 	for cc.used+expect > cc.max && cc.lru.Len() > 0 {
@@ -77,7 +78,8 @@ func (cc *chunkCache) entry(c uint32, size, expect int64) (*cacheEnt, error) {
 
 // resize counts what ent (whose lock the caller holds) now holds and
 // drops the least recently used other entries while the cache is over
-// its bound.
+// its bound. An entry that is not in the cache gives up its reference to
+// its pooled buffer here.
 func (cc *chunkCache) resize(ent *cacheEnt) {
 	held := int64(len(ent.data))
 	for _, sp := range ent.spans {
@@ -87,7 +89,11 @@ func (cc *chunkCache) resize(ent *cacheEnt) {
 	defer cc.mu.Unlock()
 	el, ok := cc.ents[ent.c]
 	if !ok || el.Value.(*cacheEnt) != ent {
-		return // not kept, or dropped meanwhile
+		// Not kept, or dropped while it was being filled (before its
+		// pooled buffer was recorded): nothing else will drop the entry's
+		// reference to that buffer.
+		ent.owned.Swap(nil).unref()
+		return
 	}
 	cc.used += held - ent.cost
 	ent.cost = held
@@ -102,6 +108,18 @@ func (cc *chunkCache) remove(el *list.Element) {
 	delete(cc.ents, ent.c)
 	cc.used -= ent.cost
 	ent.owned.Swap(nil).unref()
+}
+
+// release drops every entry (their pooled buffers go back, reader_bufs.go)
+// and keeps none from now on: the archive was closed, or dropped without
+// Close. Reads still copying out of a buffer keep it until they finish.
+func (cc *chunkCache) release() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.closed = true
+	for cc.lru.Len() > 0 {
+		cc.remove(cc.lru.Back())
+	}
 }
 
 // has reports whether chunk c is cached (whole or in part).

@@ -16,10 +16,13 @@ import (
 // small free list rather than a sync.Pool: a sync.Pool is emptied by
 // every garbage collection, which (with a chunk decoded every few
 // milliseconds) made most frame reads allocate and zero a new buffer of up
-// to a compressed chunk's size, a fifth of a random read's cost. At most
-// maxPooledFrames buffers are kept; more concurrent decodes allocate and
-// drop theirs.
-var framePool = frameBufs{free: make(chan *[]byte, maxPooledFrames)}
+// to a compressed chunk's size, a fifth of a random read's cost. The
+// buffers are mapped outside the Go heap (reader_bufs.go), each at
+// maxPooledFrameBytes (only the pages touched are resident). At most
+// maxPooledFrames are kept; a decode that finds none free maps its own,
+// which is unmapped when it is put back to a full list: so there are
+// never more than one per decoding goroutine plus the free ones.
+var framePool = frameBufs{free: make(chan offHeap, maxPooledFrames)}
 
 // maxPooledFrames: one buffer (up to a compressed chunk, about 4 MiB at
 // the default chunk size) for a reader's decode and one for the decode
@@ -29,48 +32,55 @@ var framePool = frameBufs{free: make(chan *[]byte, maxPooledFrames)}
 // in memory.
 const maxPooledFrames = 2
 
-// maxPooledFrameBytes bounds a kept buffer: the frame of a default 4 MiB
-// chunk, incompressible, fits.
+// maxPooledFrameBytes is the size of a pooled frame buffer: the frame of
+// a default 4 MiB chunk, incompressible, fits. Bigger frames (archives
+// with big chunks) get a heap buffer of their own that is not kept.
 const maxPooledFrameBytes = 2 * DefaultChunkSize
 
 // frameBufs is a bounded free list of frame buffers.
-type frameBufs struct{ free chan *[]byte }
+type frameBufs struct{ free chan offHeap }
 
-func (p *frameBufs) Get() any {
-	select {
-	case bp := <-p.free:
-		return bp
-	default:
-		return new([]byte)
+// get returns a buffer of at least n bytes (len n).
+func (p *frameBufs) get(n int) offHeap {
+	if n > maxPooledFrameBytes {
+		return offHeap{b: make([]byte, n)}
 	}
+	var m offHeap
+	select {
+	case m = <-p.free:
+	default:
+		m = mapBuf(maxPooledFrameBytes)
+	}
+	m.b = m.b[:n]
+	return m
 }
 
-func (p *frameBufs) Put(bp *[]byte) {
-	if cap(*bp) > maxPooledFrameBytes {
-		return // archives with big chunks: not kept for ever
+// put keeps a buffer from get for the next one, or frees it.
+func (p *frameBufs) put(m offHeap) {
+	if !m.mapped {
+		return
 	}
 	select {
-	case p.free <- bp:
+	case p.free <- m:
 	default:
+		m.free()
 	}
 }
 
 // readFrame reads the first n bytes of chunk c's frame into a pooled
-// buffer; put it back with framePool.Put(bp).
-func (a *Archive) readFrame(c uint32, n uint32) (bp *[]byte, frame []byte, err error) {
+// buffer (len: the whole compressed chunk); put it back with
+// framePool.put(bp).
+func (a *Archive) readFrame(c uint32, n uint32) (bp offHeap, frame []byte, err error) {
 	ch := a.t.chunk(c)
-	bp = framePool.Get().(*[]byte)
-	if cap(*bp) < int(ch.cSize) {
-		*bp = make([]byte, ch.cSize)
-	}
-	frame = (*bp)[:n]
+	bp = framePool.get(int(ch.cSize))
+	frame = bp.b[:n]
 	if _, err := a.f.ReadAt(frame, int64(ch.off)); err != nil {
-		framePool.Put(bp)
-		return nil, nil, fmt.Errorf("reading the archive: %w", err)
+		framePool.put(bp)
+		return offHeap{}, nil, fmt.Errorf("reading the archive: %w", err)
 	}
 	if len(frame) < 4 || binary.LittleEndian.Uint32(frame) != zstdMagic {
-		framePool.Put(bp)
-		return nil, nil, fmt.Errorf("%w: no zstd frame at the recorded offset", store.ErrCorrupt)
+		framePool.put(bp)
+		return offHeap{}, nil, fmt.Errorf("%w: no zstd frame at the recorded offset", store.ErrCorrupt)
 	}
 	return bp, frame, nil
 }
@@ -82,7 +92,7 @@ func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	defer framePool.Put(bp)
+	defer framePool.put(bp)
 	return a.checkChunk(c, last, fileSize, frame, nil)
 }
 
@@ -93,7 +103,7 @@ func (a *Archive) decodeChunkInto(c uint32, last bool, fileSize int64, dst []byt
 	if err != nil {
 		return nil, err
 	}
-	defer framePool.Put(bp)
+	defer framePool.put(bp)
 	return a.checkChunk(c, last, fileSize, frame, dst)
 }
 
@@ -166,7 +176,7 @@ func (a *Archive) decodeRange(c uint32, last bool, fileSize int64, need int, ful
 	if err != nil {
 		return nil, false, err
 	}
-	defer framePool.Put(bp)
+	defer framePool.put(bp)
 	// cutFrameEst counts 128 KiB per compressed block, the most one holds;
 	// an encoder that sizes blocks to the content (the C library does) makes
 	// smaller ones, and the kept blocks then decode to less than need. The
@@ -179,10 +189,10 @@ func (a *Archive) decodeRange(c uint32, last bool, fileSize int64, need int, ful
 	for attempt := 0; ; attempt++ {
 		cut, est, lastHdr, err := cutFrameEst(frame, target, want)
 		if err == errNeedMore && len(frame) < int(ch.cSize) {
-			if _, err := a.f.ReadAt((*bp)[len(frame):ch.cSize], int64(ch.off)+int64(len(frame))); err != nil {
+			if _, err := a.f.ReadAt(bp.b[len(frame):ch.cSize], int64(ch.off)+int64(len(frame))); err != nil {
 				return nil, false, fmt.Errorf("reading the archive: %w", err)
 			}
-			frame = (*bp)[:ch.cSize]
+			frame = bp.b[:ch.cSize]
 			cut, est, lastHdr, err = cutFrameEst(frame, target, want)
 		}
 		if err == errWholeFrame {

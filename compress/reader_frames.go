@@ -147,13 +147,9 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 		fb--
 	}
 	from, to := fr[fa], fr[fb]
-	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
-	cn := int(to.off - from.off)
-	if cap(*bp) < cn {
-		*bp = make([]byte, cn)
-	}
-	buf := (*bp)[:cn]
+	bp := framePool.get(int(to.off - from.off))
+	defer framePool.put(bp)
+	buf := bp.b
 	if _, err := a.f.ReadAt(buf, from.off); err != nil {
 		return span{}, 0, fmt.Errorf("reading the archive: %w", err)
 	}

@@ -146,3 +146,35 @@ func TestWalkDeepTwoVolumes(t *testing.T) {
 		t.Errorf("walked %v; want f0.txt x%d, f1.txt x%d, leaf.txt x1", got, levels, onBoth)
 	}
 }
+
+// TestWalkWinPathsAsMapPath: a walk makes each Windows path from its
+// folder's; it must be exactly what MapPath makes from the store path.
+func TestWalkWinPathsAsMapPath(t *testing.T) {
+	dir := t.TempDir()
+	h := fixtures.Hostile(t, dir+"/h")
+	for _, sp := range []string{fixtures.USMT4(t, dir+"/u4"), fixtures.USMT3(t, dir+"/u3"), fixtures.Plain(t, dir+"/p"), h.StorePath} {
+		s, err := store.Open(sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kind := s.Info().Kind
+		n := 0
+		err = s.Walk(context.Background(), func(e *store.Entry, _ error) error {
+			win, control := store.MapPath(kind, e.StorePath)
+			if control && e.Type != store.TypeFile {
+				control = false
+			}
+			if e.WinPath != win || e.Control != control {
+				t.Errorf("%s %s: WinPath %q control %v; MapPath gives %q %v", kind, e.StorePath, e.WinPath, e.Control, win, control)
+			}
+			if win != "" {
+				n++
+			}
+			return nil
+		})
+		s.Close()
+		if err != nil || n < 5 {
+			t.Fatalf("%s: %d mapped entries, %v", sp, n, err)
+		}
+	}
+}

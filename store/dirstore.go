@@ -228,7 +228,7 @@ func (s *dirStore) statEntry1(vol int, storePath string) (*Entry, error) {
 			return nil, err
 		}
 		defer s.dirs.release(cd)
-		return s.entryAt(cd.dir, "", vol, "")
+		return s.entryAt(cd.dir, "", vol, "", "")
 	}
 	parent, name := splitStorePath(storePath)
 	cd, err := s.dirAt(vol, parent)
@@ -236,19 +236,31 @@ func (s *dirStore) statEntry1(vol int, storePath string) (*Entry, error) {
 		return nil, err
 	}
 	defer s.dirs.release(cd)
-	return s.entryAt(cd.dir, name, vol, storePath)
+	return s.entryAt(cd.dir, name, vol, storePath, "")
 }
 
 // entryAt builds the entry of name below dir ("" is dir itself), which is
-// storePath on volume vol.
-func (s *dirStore) entryAt(dir *safeio.Dir, name string, vol int, storePath string) (*Entry, error) {
+// storePath on volume vol. parentWin is the Windows path of the folder
+// holding it when the caller knows it ("" otherwise): the child's is then
+// made by appending its name instead of converting the whole store path
+// again, which kept a deep walk quadratic (MapPath of every path).
+func (s *dirStore) entryAt(dir *safeio.Dir, name string, vol int, storePath, parentWin string) (*Entry, error) {
 	st, err := dir.Stat(name)
 	if err != nil {
 		return nil, err
 	}
 	e := &Entry{StorePath: storePath, Volume: vol}
 	fillFromStatx(e, st)
-	e.WinPath, e.Control = MapPath(s.info.Kind, storePath)
+	if parentWin != "" && name != "" {
+		// Below a mapped folder every name maps, and none is a control
+		// file (those sit directly in USMT/, which maps to nothing).
+		e.WinPath = parentWin + `\` + name
+		if strings.HasSuffix(parentWin, `\`) {
+			e.WinPath = parentWin + name // the drive root, "C:\"
+		}
+	} else {
+		e.WinPath, e.Control = MapPath(s.info.Kind, storePath)
+	}
 	if e.Control && e.Type != TypeFile {
 		e.Control = false
 	}
@@ -278,7 +290,7 @@ type child struct {
 // folder on vols[i]) and stats each child relative to its folder, in name
 // order. A volume whose listing fails gives listErr (the other volumes
 // still list).
-func (s *dirStore) listMerged(storePath string, vols []int, dirs []*safeio.Dir) (kids []child, listErr error) {
+func (s *dirStore) listMerged(storePath, parentWin string, vols []int, dirs []*safeio.Dir) (kids []child, listErr error) {
 	seen := map[string]int{}
 	var names []string
 	for i, v := range vols {
@@ -303,7 +315,7 @@ func (s *dirStore) listMerged(storePath string, vols []int, dirs []*safeio.Dir) 
 		c := child{name: n}
 		sp := JoinPath(storePath, n)
 		for i, v := range vols {
-			e, err := s.entryAt(dirs[i], n, v, sp)
+			e, err := s.entryAt(dirs[i], n, v, sp, parentWin)
 			if err != nil {
 				if errors.Is(err, unix.ENOENT) && len(vols) > 1 {
 					continue // absent on this volume; present on another
@@ -400,7 +412,7 @@ func (s *dirStore) Walk(ctx context.Context, fn WalkFunc) error {
 	var root *Entry
 	var err error
 	if len(vols) > 0 && vols[0] == 0 {
-		root, err = s.entryAt(dirs[0], "", 0, "")
+		root, err = s.entryAt(dirs[0], "", 0, "", "")
 	} else {
 		var st *unix.Statx_t
 		if st, err = safeio.LstatPath(s.roots[0]); err == nil {
@@ -429,7 +441,7 @@ func (s *dirStore) walkDir(ctx context.Context, dir *Entry, vols []int, dirs []*
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	kids, listErr := s.listMerged(dir.StorePath, vols, dirs)
+	kids, listErr := s.listMerged(dir.StorePath, dir.WinPath, vols, dirs)
 	if err := fn(dir, errors.Join(openErr, listErr)); err != nil {
 		if err == SkipDir {
 			return nil
@@ -589,7 +601,7 @@ func (s *dirStore) ReadDir(storePath string) ([]Entry, error) {
 		}
 		return nil, &PathError{Op: "listing", Path: storePath, Err: errors.New("not a directory")}
 	}
-	kids, listErr := s.listMerged(storePath, vols, dirs)
+	kids, listErr := s.listMerged(storePath, "", vols, dirs)
 	out := make([]Entry, 0, len(kids))
 	var errs error = listErr
 	for _, c := range kids {

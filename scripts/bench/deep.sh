@@ -15,9 +15,13 @@
 #   usmtkit info     a full walk with a summary
 #   usmtkit index    index --no-hash (a walk writing a manifest)
 #   usmtkit extract  the store's files written to a new folder
+#   mkdir chain      LEVELS nested folders made with mkdirat/openat
+#                    (python3): extract's anchor, the least any copy of
+#                    the tree costs; cp -a and tar stop at PATH_MAX
+#                    ("File name too long") and cannot copy it at all
 #   find on mount    find over `usmtkit mount STORE` (a folder store)
 #
-# then the ratios to find. Environment: LEVELS (default 4096), RUNS
+# then the ratios to find (extract's also to the mkdir chain). Environment: LEVELS (default 4096), RUNS
 # (default 3), WORK (scratch folder, default /tmp/usmtkit-bench-deep; the
 # store is kept between runs), TIMEOUT (seconds per command, default 300),
 # OLD (another usmtkit binary to time the same rows with, e.g. one built
@@ -32,6 +36,9 @@ WORK=${WORK:-/tmp/usmtkit-bench-deep}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/scripts/bench/lib.sh"
 
+for t in find python3 timeout; do
+	command -v "$t" >/dev/null || { echo "deep.sh: $t is not installed" >&2; exit 1; }
+done
 mkdir -p "$WORK/bin" "$WORK/mnt"
 [ "${BUILD:-1}" = 0 ] || (cd "$ROOT" && go build -o "$WORK/bin/usmtkit" ./cmd/usmtkit && go build -o "$WORK/bin/mkstore" ./fixtures/cmd/mkstore)
 MNT="$WORK/mnt"
@@ -67,11 +74,30 @@ extract() {
 	echo "$s"
 }
 
+# mkchain: times making LEVELS nested folders, each relative to its parent.
+mkchain() {
+	local s
+	rm -rf "$WORK/out"
+	mkdir "$WORK/out"
+	s=$(t python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for _ in range(int(sys.argv[2])):
+    os.mkdir("d", dir_fd=fd)
+    n = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = n
+' "$WORK/out" "$LEVELS")
+	rm -rf "$WORK/out"
+	echo "$s"
+}
+
 declare -A R
 bins=(new)
 [ -n "${OLD:-}" ] && bins+=(old)
 for run in $(seq "$RUNS"); do
 	R[find]+="$(t find "$STORE") "
+	R[mk]+="$(mkchain) "
 	for b in "${bins[@]}"; do
 		u="$WORK/bin/usmtkit"
 		[ "$b" = old ] && u=$OLD
@@ -92,6 +118,7 @@ echo
 echo "== $LEVELS-deep store ($STORE), page cache warm, $(nproc) vCPU, load $(uptime | sed 's/.*load average: //'), medians of $RUNS"
 printf '%-28s %10s %10s\n' "command" "seconds" "vs find"
 printf '%-28s %10s %10s\n' "find" "$f" "1.0x"
+printf '%-28s %10s %10s\n' "mkdir chain" "$(med mk)" "$(ratio "$(med mk)" "$f")"
 for b in "${bins[@]}"; do
 	label=usmtkit
 	[ "$b" = old ] && label="usmtkit (OLD)"
@@ -103,4 +130,5 @@ for b in "${bins[@]}"; do
 	done
 done
 echo
+echo "extract vs the mkdir chain: $(ratio "$(med new-extract)" "$(med mk)")"
 echo "goal: usmtkit info within 3x find ($(ratio "$(med new-info)" "$f") measured); the VM is shared and noisy, compare medians"

@@ -55,6 +55,9 @@ var rawOpenAllowed = map[string]string{
 	"hardlinkscan/remove.go:removeRoot": "opens the folder holding the store root to remove it (rd)",
 	"hardlinkscan/sysio.go:openAt":      "rd's fd-relative walk for unlinkat",
 	"hardlinkscan/remove.go:homeDirs":   "/etc/passwd, to refuse removing a home directory",
+	// Configuration: the S3 client's settings, never a source.
+	"objstore/config.go:sharedConfigRegion": "~/.aws/config (or AWS_CONFIG_FILE), for the bucket's region",
+	"objstore/requests.go:newTransport":     "the CA bundle given for the object store's TLS",
 	// The kernel's own files under /proc and /sys, never a source.
 	"fusefs/lifecycle.go:Holders":   "/proc/PID/fd listings to name who keeps a mount busy",
 	"fusefs/lifecycle.go:AbortConn": "/sys/fs/fuse/connections (root only)",

@@ -84,7 +84,7 @@ var pooledChunkBytes = DefaultChunkSize + 512
 // maxFreeDecodedBufs bounds the free buffers kept (each pooledChunkBytes):
 // one, for the next whole-chunk decode; a buffer freed while it is taken
 // is unmapped.
-const maxFreeDecodedBufs = 2
+const maxFreeDecodedBufs = 1
 
 var freeDecodedBufs = make(chan offHeap, maxFreeDecodedBufs)
 

@@ -633,18 +633,20 @@ func writeStats(path string, s *fusefs.Stats) error {
 }
 
 // serverGCPercent is the garbage collector's target for a serving
-// process. An archive mount allocates a decoded chunk (4 MiB by default)
-// for every chunk it decodes and go-fuse a buffer per READ, nearly all of
-// it garbage within milliseconds, over a small live heap (the chunk cache,
-// the TOC); with Go's default of 100 the heap grew to twice that before
-// each collection. Measured on the 200 MB benchmark store (peak RSS while
-// reading everything / p99 of random 4 KiB reads): 100 gave 74-87 MiB /
-// 6.2 ms, 75 gave 66-74 MiB / 6.1 ms, 50 gave 62-67 MiB / 6.9 ms (every
-// collection also empties go-fuse's buffer pools, whose refills are
-// zeroed and faulted in again). A memory limit (GOMEMLIMIT 48 MiB) gave
-// 52 MiB but 10-20 % more CPU, and a fixed limit would make a big TOC
-// collect continuously.
-const serverGCPercent = 75
+// process. The big buffers of an archive mount (whole decoded chunks,
+// compressed frames) live outside the Go heap (compress/reader_bufs.go);
+// what is left in it is small and mostly short-lived (go-fuse's request
+// and reply buffers, decoded small files, the inodes the kernel holds), so
+// the heap's growth between collections is what the setting buys. On the
+// 2 GB benchmark store, reading everything (peak RSS, 3 runs each, load
+// 11-12): 75 gave 88-93 MiB, 50 gave 74-76 MiB at the same speed within
+// the noise (docs/mount.md, memory, second round). Before the buffers
+// left the heap, 50 had cost random reads 10-15 % at their 99th
+// percentile (every collection also empties go-fuse's buffer pools), and
+// 75 was taken. A memory limit (GOMEMLIMIT) is not set: the inodes the
+// kernel holds grow with the store, and a limit near them makes the
+// collector run continuously.
+const serverGCPercent = 50
 
 // tuneGC sets serverGCPercent unless GOGC says otherwise. The setting is
 // process-wide, so it belongs to the command that serves, not to fusefs.

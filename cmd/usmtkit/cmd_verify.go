@@ -19,6 +19,7 @@ import (
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/manifest"
 	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/internal/safeio"
 	"github.com/usmtkit/usmtkit/internal/verify"
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -260,15 +261,19 @@ func verifyStore(ctx context.Context, o *verifyOptions, args []string, ds []*sto
 		if o.Manifest != "" && sameFile(o.Log, o.Manifest) {
 			return early(exitcodes.Usagef(fmt.Sprintf("--log %s is the manifest itself; choose another log file", o.Log)))
 		}
-		lf, err := os.OpenFile(o.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		// Written beside and renamed over: an existing log is replaced, never
+		// written into (it could be a hard link to a store file).
+		lf, err := safeio.CreateAtomic(o.Log, 0o644, true)
 		if err != nil {
 			return early(fmt.Errorf("creating the log %s: %w", o.Log, err))
 		}
 		logw = bufio.NewWriter(lf)
 		defer func() {
 			ferr := logw.Flush()
-			if cerr := lf.Close(); ferr == nil {
-				ferr = cerr
+			if ferr == nil {
+				ferr = lf.Commit()
+			} else {
+				lf.Abort()
 			}
 			if ferr != nil && err == nil {
 				err = fmt.Errorf("writing the log %s: %w", o.Log, ferr)

@@ -45,11 +45,10 @@ var rawOpenAllowed = map[string]string{
 	"internal/extract/meta.go:(*writer).applyMeta":      "opens a DEST entry to set its times and attributes",
 	"internal/extract/target.go:(*Target).probeNames":   "creates and removes a probe file in DEST",
 	// Outputs: log files and the resume journal of the commands.
-	"cmd/usmtkit/cmd_mount.go:mount":        "--log-file (an output)",
-	"cmd/usmtkit/cmd_mount.go:detachStdio":  "/dev/null and the --log-file of a background server (outputs)",
-	"cmd/usmtkit/cmd_verify.go:verifyStore": "--log (an output, checked by manifest.CheckOutside)",
-	"internal/journal/journal.go:Read":      "the resume journal (usmtkit's own output file)",
-	"internal/journal/journal.go:Open":      "the resume journal, opened to append (an output)",
+	"cmd/usmtkit/cmd_mount.go:mount":       "--log-file (an output)",
+	"cmd/usmtkit/cmd_mount.go:detachStdio": "/dev/null and the --log-file of a background server (outputs)",
+	"internal/journal/journal.go:Read":     "the resume journal (usmtkit's own output file)",
+	"internal/journal/journal.go:Open":     "the resume journal, opened to append (an output)",
 	// rd deletes a store: the one command that changes one, after
 	// hardlinkscan.CheckRemovable; it walks with openat to unlinkat.
 	"hardlinkscan/remove.go:removeRoot": "opens the folder holding the store root to remove it (rd)",

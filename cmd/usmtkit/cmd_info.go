@@ -243,6 +243,7 @@ func (o *infoOptions) printInfo(r *infoReport) error {
 			fmt.Fprintf(w, "next step:   get the key from the ConfigMgr console (User State Migration > recovery information) and run on Windows: usmtutils /extract FILE DEST /decrypt /key:KEY\n")
 		} else {
 			fmt.Fprintf(w, "next step:   on Windows run usmtutils /extract FILE DEST (or loadstate) to restore it\n")
+			fmt.Fprintf(w, "here:        usmtkit extract --experimental-mig FILE DEST (or mount --experimental-mig) reads its File records by a layout inferred from public descriptions: EXPERIMENTAL, compare with usmtutils (docs/stores.md)\n")
 		}
 	case store.KindSMP:
 		fmt.Fprintf(w, "stores:      %d\n", len(r.Members))

@@ -21,6 +21,8 @@ for t in "${tools[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ -x /usr/bin/time ] || missing+=(time)
+# The cgo build links the system zlib (store/mig_inflate_cgo.go).
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   if [ "$(id -u)" = 0 ]; then
@@ -69,6 +71,8 @@ if [ "$status" -ne 0 ]; then
 fi
 echo "== without cgo: the pure-Go zstd encoder and a build without a C compiler"
 CGO_ENABLED=0 go build -o /dev/null ./cmd/usmtkit
+go build -tags nozlib -o /dev/null ./cmd/usmtkit # gcc without zlib's headers
+go test -count=1 -tags nozlib -timeout 5m ./store -run MIG
 CGO_ENABLED=0 go test -count=1 -timeout 5m ./compress
 echo "== FUSE tests with GOMAXPROCS=1 (deadlocks between test code and server show here)"
 GOMAXPROCS=1 go test -count=1 -timeout 5m ./fusefs ./cmd/usmtkit -run 'Mount'

@@ -307,17 +307,24 @@ func dropTimes(s string) string {
 	return strings.Join(keep, "\n")
 }
 
-// USMTKIT_S3_REQUESTS prints what a command sent, and the counts are the
-// ones docs/object-storage.md promises: opening an archive with a small
-// TOC is 1 HEAD and 1 GET, and info and ls need nothing more.
-func TestObjectStoreRequestCounts(t *testing.T) {
-	c := s3Bucket(t, "counts")
-	dir := t.TempDir()
+// localArchive compresses the USMT4 fixture into DIR/pc.tar.zst (64 KiB
+// chunks, fastest) and returns the archive's path.
+func localArchive(t *testing.T, dir string) string {
+	t.Helper()
 	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
 	local := filepath.Join(dir, "pc.tar.zst")
 	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--chunk-size", "64KiB", "--level", "fastest"); code != 0 {
 		t.Fatalf("compress: %d %s", code, stderr)
 	}
+	return local
+}
+
+// USMTKIT_S3_REQUESTS prints what a command sent, and the counts are the
+// ones docs/object-storage.md promises: opening an archive with a small
+// TOC is 1 HEAD and 1 GET, and info and ls need nothing more.
+func TestObjectStoreRequestCounts(t *testing.T) {
+	c := s3Bucket(t, "counts")
+	local := localArchive(t, t.TempDir())
 	remote := "s3://counts/pc.tar.zst"
 	putFile(t, c, local, remote)
 	t.Setenv(requestsEnv, "1")
@@ -345,12 +352,7 @@ func TestObjectStoreRequestCounts(t *testing.T) {
 // salvage walk by ranged GETs, with the same verdict as on disk.
 func TestObjectStoreVerifyDamagedIndex(t *testing.T) {
 	c := s3Bucket(t, "damaged")
-	dir := t.TempDir()
-	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
-	local := filepath.Join(dir, "pc.tar.zst")
-	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--chunk-size", "64KiB", "--level", "fastest"); code != 0 {
-		t.Fatalf("compress: %d %s", code, stderr)
-	}
+	local := localArchive(t, t.TempDir())
 	fi, err := os.Stat(local)
 	if err != nil {
 		t.Fatal(err)
@@ -375,11 +377,7 @@ func TestObjectStoreVerifyDamagedIndex(t *testing.T) {
 func TestObjectStoreTLS(t *testing.T) {
 	c := s3Bucket(t, "tls")
 	dir := t.TempDir()
-	sp := fixtures.USMT4(t, filepath.Join(dir, "src"))
-	local := filepath.Join(dir, "pc.tar.zst")
-	if code, _, stderr := runCLI(t, "compress", sp, "-o", local, "--level", "fastest"); code != 0 {
-		t.Fatalf("compress: %d %s", code, stderr)
-	}
+	local := localArchive(t, dir)
 	remote := "s3://tls/pc.tar.zst"
 	putFile(t, c, local, remote)
 	target, err := url.Parse(os.Getenv("AWS_ENDPOINT_URL"))

@@ -2,7 +2,8 @@
 // for every store kind usmtkit understands: USMT 4+ uncompressed and
 // hard-link directory stores (one or several volumes), the USMT 3 layout, plain
 // directories, copies of a ConfigMgr state migration point share, compressed
-// USMT.MIG files (identified and structurally walked, contents not readable),
+// USMT.MIG files (identified, structurally walked and verified; the File records
+// of an unencrypted one read by an experimental reader, mig_store.go),
 // and — through the Opener registry — usmtkit's own archive format.
 //
 // # Paths

@@ -50,8 +50,16 @@ type offHeap struct {
 }
 
 // mapBuf returns n bytes outside the Go heap, or on it if mmap fails.
-func mapBuf(n int) offHeap {
-	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+// With populate, every page is made resident at once (MAP_POPULATE): a
+// buffer that will be written whole then costs one call instead of a page
+// fault per 4 KiB page, which on the benchmark machine (a virtual
+// machine) cost about 9 µs each, 9 ms per 4 MiB chunk buffer.
+func mapBuf(n int, populate bool) offHeap {
+	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	if populate {
+		flags |= unix.MAP_POPULATE
+	}
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
 		return offHeap{b: make([]byte, n)}
 	}
@@ -114,9 +122,9 @@ func newDecodedBuf(want int) *decodedBuf {
 			break
 		}
 		m.free()
-		cb.mem = mapBuf(pooledChunkBytes)
+		cb.mem = mapBuf(pooledChunkBytes, true)
 	default:
-		cb.mem = mapBuf(pooledChunkBytes)
+		cb.mem = mapBuf(pooledChunkBytes, true)
 	}
 	cb.b = cb.mem.b[:want]
 	cb.refs.Store(1)

@@ -49,7 +49,7 @@ func (p *frameBufs) get(n int) offHeap {
 	select {
 	case m = <-p.free:
 	default:
-		m = mapBuf(maxPooledFrameBytes)
+		m = mapBuf(maxPooledFrameBytes, false)
 	}
 	m.b = m.b[:n]
 	return m

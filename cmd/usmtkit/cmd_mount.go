@@ -636,17 +636,16 @@ func writeStats(path string, s *fusefs.Stats) error {
 // process. The big buffers of an archive mount (whole decoded chunks,
 // compressed frames) live outside the Go heap (compress/reader_bufs.go);
 // what is left in it is small and mostly short-lived (go-fuse's request
-// and reply buffers, decoded small files, the inodes the kernel holds), so
-// the heap's growth between collections is what the setting buys. On the
-// 2 GB benchmark store, reading everything (peak RSS, 3 runs each, load
-// 11-12): 75 gave 88-93 MiB, 50 gave 74-76 MiB at the same speed within
-// the noise (docs/mount.md, memory, second round). Before the buffers
-// left the heap, 50 had cost random reads 10-15 % at their 99th
-// percentile (every collection also empties go-fuse's buffer pools), and
-// 75 was taken. A memory limit (GOMEMLIMIT) is not set: the inodes the
-// kernel holds grow with the store, and a limit near them makes the
+// and reply buffers, decoded small files, the inodes the kernel holds).
+// On the 2 GB benchmark store, reading everything, alternated runs (load
+// 2.6-4.3; docs/mount.md, memory, second round): 75 gave 82-86 MiB peak
+// RSS at the speed of the build before (549 against 560 MB/s, medians of
+// 3); 50 gave 73-77 MiB but 6 % less speed (every collection also empties
+// go-fuse's buffer pools, whose refills are zeroed and faulted in again);
+// 100 gave 98-103 MiB. A memory limit (GOMEMLIMIT) is not set: the inodes
+// the kernel holds grow with the store, and a limit near them makes the
 // collector run continuously.
-const serverGCPercent = 50
+const serverGCPercent = 75
 
 // tuneGC sets serverGCPercent unless GOGC says otherwise. The setting is
 // process-wide, so it belongs to the command that serves, not to fusefs.

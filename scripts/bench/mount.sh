@@ -28,7 +28,11 @@
 # usmtkit-dir-nopt), BUILD (0: reuse the binaries already in $WORK/bin
 # and the usmtkit archives made by the last run instead of building
 # them), MOUNT_OPTS
-# (more options for `usmtkit mount`, e.g. "--cache-size 16"). Needs root or fusermount3, plus squashfuse, archivemount,
+# (more options for `usmtkit mount`, e.g. "--cache-size 16"), BEFORE (the
+# path of another usmtkit binary, e.g. the build before a change: adds the
+# row usmtkit-archive-before, which mounts the same archive with it, run
+# right after usmtkit-archive in every run so both see the same load, and
+# the ratios of the two). Needs root or fusermount3, plus squashfuse, archivemount,
 # mksquashfs, zstd and tar. A store made by an older fixtures.Profile is
 # generated again (scripts/bench/lib.sh). The page cache is warm for the
 # backing files (read once before the phases); the FUSE caches are cold on
@@ -117,6 +121,7 @@ start_server() { # KIND PHASE
 	[ -z "${STATS:-}" ] || { mkdir -p "$STATS"; st="--stats $STATS/$1-$2.json"; }
 	case $1 in
 	usmtkit-archive) "$U" -q mount --view store ${MOUNT_OPTS:-} $st "$arch" "$MNT" & PID=$! ;;
+	usmtkit-archive-before) "$BEFORE" -q mount --view store ${MOUNT_OPTS:-} $st "$arch" "$MNT" & PID=$! ;;
 	usmtkit-archive-128k) "$U" -q mount --view store ${MOUNT_OPTS:-} $st "$arch128" "$MNT" & PID=$! ;;
 	usmtkit-dir)     "$U" -q mount --view store $st "$STORE" "$MNT" & PID=$! ;;
 	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough $st "$STORE" "$MNT" & PID=$! ;;
@@ -165,6 +170,10 @@ phase() {
 
 rm -f "$WORK"/row-*
 ROWS=${ROWS:-usmtkit-archive usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
+if [ -n "${BEFORE:-}" ]; then
+	[ -x "$BEFORE" ] || { echo "mount.sh: BEFORE=$BEFORE is not an executable" >&2; exit 1; }
+	case " $ROWS " in *" usmtkit-archive-before "*) ;; *) ROWS="$ROWS usmtkit-archive-before" ;; esac
+fi
 run() { # KIND LABEL
 	case " $ROWS " in *" $1 "*) ;; *) return 0 ;; esac
 	echo 0 >"$HWMF"
@@ -223,6 +232,7 @@ printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "" "stat every entry" "300
 for r in $(seq "$RUNS"); do
 	echo "-- run $r of $RUNS (load: $(uptime | sed 's/.*load average: //'))"
 	run usmtkit-archive "usmtkit (archive)"
+	run usmtkit-archive-before "usmtkit before (archive)"
 	run usmtkit-archive-128k "usmtkit (archive, 128 KiB chunks)"
 	run squashfuse "squashfuse (sqfs zstd)"
 	run archivemount "archivemount (tar.zst)"
@@ -233,6 +243,8 @@ done
 echo
 echo "store $SIZE: ratios of the medians of $RUNS runs (time and memory: below 1.00 means faster or smaller than the anchor; read everything: above 1.00 means faster)"
 ratios usmtkit-archive squashfuse "usmtkit (archive) / squashfuse"
+ratios usmtkit-archive-before squashfuse "usmtkit before (archive) / squashfuse"
+ratios usmtkit-archive usmtkit-archive-before "usmtkit (archive) / before"
 ratios usmtkit-archive-128k squashfuse "usmtkit (archive, 128 KiB) / squashfuse"
 ratios usmtkit-archive archivemount "usmtkit (archive) / archivemount"
 ratios usmtkit-dir direct "usmtkit (folder) / folder"

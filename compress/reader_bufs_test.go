@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/usmtkit/usmtkit/internal/storetest"
+	"github.com/usmtkit/usmtkit/store"
 )
 
 // TestPooledBuffers: sequential readers (whose whole-chunk decodes go into
@@ -173,5 +176,58 @@ func TestFrameMemo(t *testing.T) {
 	}
 	if l := a.frames.get(f.first); len(l) < 8 {
 		t.Errorf("%d frame locations remembered for chunk 0", len(l))
+	}
+}
+
+// TestWindowedWholeChunk: whole chunks of several frames are decoded a
+// window of frames at a time (decodeFramesInto), with the frame and chunk
+// checks of a one-piece decode: every byte right, frames cut at every
+// place by the window, and a byte flipped in a frame past the first
+// window fails the chunk as damaged while the chunk before still reads.
+func TestWindowedWholeChunk(t *testing.T) {
+	dir, want := partialTree(t)
+	for _, fs := range []int{64 << 10, 128 << 10} {
+		path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{ChunkSize: partialChunk, FrameSize: fs})
+		a := openArchive(t, path)
+		f := openBig(t, a)
+		windowed := 0
+		for k := range len(f.ends) {
+			ch := a.t.chunk(f.first + uint32(k))
+			if int(ch.cSize) <= a.frameWindow() {
+				continue
+			}
+			windowed++
+			got, err := a.decodeChunk(f.first+uint32(k), k == len(f.ends)-1, f.size)
+			start := f.chunkStart(k)
+			if err != nil || !bytes.Equal(got, want[start:f.ends[k]]) {
+				t.Fatalf("frames of %d: chunk %d: %d bytes, %v", fs, k, len(got), err)
+			}
+		}
+		if windowed == 0 {
+			t.Fatalf("frames of %d: no chunk is over the %d-byte window: the test does not test it", fs, a.frameWindow())
+		}
+		// Sequential reads (whole chunks) give the whole file.
+		got, err := io.ReadAll(io.NewSectionReader(f, 0, f.size))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frames of %d: sequential read: %d bytes, %v", fs, len(got), err)
+		}
+
+		// Damage in the last frames of chunk 1, past the first window.
+		ch := a.t.chunk(f.first + 1)
+		bad := storetest.CopyToTemp(t, path)
+		flipByte(t, bad, int64(ch.off)+int64(ch.cSize)-200)
+		b := openArchive(t, bad)
+		g := openBig(t, b)
+		if _, err := b.decodeChunk(g.first+1, false, g.size); !errors.Is(err, store.ErrCorrupt) {
+			t.Errorf("frames of %d: damaged chunk 1 decoded: %v", fs, err)
+		}
+		buf := make([]byte, partialChunk)
+		if n, err := g.ReadAt(buf, 0); err != nil || !bytes.Equal(buf[:n], want[:n]) {
+			t.Errorf("frames of %d: chunk 0 of the damaged archive: %d bytes, %v", fs, n, err)
+		}
+		// Where the last read ended: a sequential read, whole chunk 1.
+		if _, err := g.ReadAt(buf, partialChunk); !errors.Is(err, store.ErrCorrupt) {
+			t.Errorf("frames of %d: sequential read of damaged chunk 1: %v", fs, err)
+		}
 	}
 }

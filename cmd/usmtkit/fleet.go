@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -627,6 +628,22 @@ func (b *groupBuf) Close() {
 		b.f.Close()
 		b.f = nil
 	}
+}
+
+// makeFleetDir makes dir, the folder a run over many stores writes one
+// output per store into (what: "manifests", "archives"), after checking
+// that it is no folder in any of the stores.
+func makeFleetDir(dir, what string, items []*fleetItem) error {
+	if err := manifest.CheckOutside(dir, fleetRoots(items)); err != nil {
+		if errors.Is(err, manifest.ErrInsideStore) {
+			return exitcodes.Usagef("refusing to write the " + what + ": " + err.Error())
+		}
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating the folder for the %s %s: %w", what, dir, err)
+	}
+	return nil
 }
 
 // outputNames gives each store of a run over many the name of its output

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/journal"
-	"github.com/usmtkit/usmtkit/internal/manifest"
 	"github.com/usmtkit/usmtkit/internal/progress"
 	"github.com/usmtkit/usmtkit/objstore"
 )
@@ -50,15 +47,8 @@ func runCompressFleet(ctx context.Context, o *compressOptions, args []string, p 
 		if dir, err = filepath.Abs(prefix); err != nil {
 			return err
 		}
-		// The folder is checked before it is made: never a folder in a store.
-		if err := manifest.CheckOutside(dir, fleetRoots(items)); err != nil {
-			if errors.Is(err, manifest.ErrInsideStore) {
-				return exitcodes.Usagef("refusing to write the archives: " + err.Error())
-			}
+		if err := makeFleetDir(dir, "archives", items); err != nil {
 			return err
-		}
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("creating the archive folder %s: %w", dir, err)
 		}
 		fr.outputs = []string{filepath.Join(dir, "x.tar.zst")}
 	}

@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/journal"
-	"github.com/usmtkit/usmtkit/internal/manifest"
 	"github.com/usmtkit/usmtkit/internal/progress"
 )
 
@@ -30,15 +27,8 @@ func runIndexFleet(ctx context.Context, o *indexOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	// The folder is checked before it is made: never a folder in a store.
-	if err := manifest.CheckOutside(o.Output, fleetRoots(items)); err != nil {
-		if errors.Is(err, manifest.ErrInsideStore) {
-			return exitcodes.Usagef("refusing to write the manifests: " + err.Error())
-		}
+	if err := makeFleetDir(o.Output, "manifests", items); err != nil {
 		return err
-	}
-	if err := os.Mkdir(o.Output, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("creating the manifest folder %s: %w", o.Output, err)
 	}
 	fr := &fleetRun{Op: "index", JSON: o.JSON, g: &o.globalOptions, outputs: []string{filepath.Join(o.Output, "x.manifest")}}
 	fr.run = func(ctx context.Context, it *fleetItem, stdout, stderr io.Writer) fleetResult {

@@ -251,6 +251,9 @@ func TestGetxattrBelowDir(t *testing.T) {
 	mustWrite(t, root+"/f", "x")
 	if err := unix.Setxattr(root+"/f", "user.usmtkit.test", []byte("v1"), 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("no user xattrs on %s under CI", root)
+			}
 			t.Skipf("no user xattrs on %s", root)
 		}
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usmtkit/usmtkit/internal/safeio"
 )
 
 // CheckRemovable refuses store roots that must never be removed whole: "/",
@@ -179,8 +181,8 @@ func removeRoot(ctx context.Context, root string, res *RemoveResult) error {
 // removeContents empties the open directory fd (on device dev).
 func removeContents(ctx context.Context, fd int, dev uint64, path string, res *RemoveResult) error {
 	var names []string
-	if err := readDirents(fd, func(d dirent) error {
-		names = append(names, d.name)
+	if err := safeio.ReadDirentsFd(fd, func(d safeio.Dirent) error {
+		names = append(names, d.Name)
 		return nil
 	}); err != nil {
 		res.fail(path, fmt.Errorf("listing: %w", err))

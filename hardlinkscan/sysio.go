@@ -1,7 +1,6 @@
 package hardlinkscan
 
 import (
-	"encoding/binary"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -48,55 +47,6 @@ func fstatat(dirfd int, name string, st *unix.Stat_t) error {
 		err := unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 		if err != unix.EINTR {
 			return err
-		}
-	}
-}
-
-// dirent is one getdents64 record.
-type dirent struct {
-	ino  uint64
-	typ  uint8 // DT_* (DT_UNKNOWN when the file system does not say)
-	name string
-}
-
-// readDirents calls fn for every entry of an open directory except "." and
-// "..". It reads the raw records so the scan gets d_ino and d_type without
-// a stat per entry.
-func readDirents(fd int, fn func(dirent) error) error {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n <= 0 {
-			return nil
-		}
-		b := buf[:n]
-		for len(b) >= 19 {
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			if reclen < 19 || reclen > len(b) {
-				return unix.EIO
-			}
-			d := dirent{ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]}
-			nameb := b[19:reclen]
-			for i, c := range nameb {
-				if c == 0 {
-					nameb = nameb[:i]
-					break
-				}
-			}
-			d.name = string(nameb)
-			b = b[reclen:]
-			if d.name == "." || d.name == ".." {
-				continue
-			}
-			if err := fn(d); err != nil {
-				return err
-			}
 		}
 	}
 }

@@ -329,7 +329,8 @@ func (r *Reader) fetch(run []*block) {
 	}
 	for _, b := range run {
 		off := b.idx*r.opts.BlockSize - start
-		b.data = data[off:min(off+r.opts.BlockSize, int64(len(data))):min(off+r.opts.BlockSize, int64(len(data)))]
+		end := min(off+r.opts.BlockSize, int64(len(data)))
+		b.data = data[off:end:end] // a block never grows into its neighbour
 	}
 	r.mu.Lock()
 	r.downErr = nil

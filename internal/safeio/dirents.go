@@ -29,23 +29,40 @@ func (d *Dir) ReadDirents(fn func(Dirent) error) error {
 	if _, err := unix.Seek(d.fd, 0, 0); err != nil {
 		return pathErr("list", d.path, err)
 	}
+	fromFn, err := getdents(d.fd, fn)
+	if err != nil && !fromFn {
+		return pathErr("list", d.path, err)
+	}
+	return err
+}
+
+// ReadDirentsFd is ReadDirents of a folder descriptor the caller holds
+// and positions (rd's delete walk, which holds its folders itself).
+func ReadDirentsFd(fd int, fn func(Dirent) error) error {
+	_, err := getdents(fd, fn)
+	return err
+}
+
+// getdents parses the getdents64 records of fd from its position on;
+// fromFn tells an error returned by fn from one of the listing.
+func getdents(fd int, fn func(Dirent) error) (fromFn bool, err error) {
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := unix.Getdents(d.fd, buf)
+		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return pathErr("list", d.path, err)
+			return false, err
 		}
 		if n <= 0 {
-			return nil
+			return false, nil
 		}
 		b := buf[:n]
 		for len(b) >= 19 {
 			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 			if reclen < 19 || reclen > len(b) {
-				return pathErr("list", d.path, unix.EIO)
+				return false, unix.EIO
 			}
 			e := Dirent{Ino: binary.NativeEndian.Uint64(b[0:8]), Type: b[18]}
 			name := b[19:reclen]
@@ -61,7 +78,7 @@ func (d *Dir) ReadDirents(fn func(Dirent) error) error {
 			}
 			e.Name = string(name)
 			if err := fn(e); err != nil {
-				return err
+				return true, err
 			}
 		}
 	}

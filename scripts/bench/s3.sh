@@ -9,7 +9,10 @@
 #   SIZES=300M scripts/bench/s3.sh
 #
 # Rows, per size (medians of RUNS, default 3):
-#   compress -o         local file vs multipart upload into the bucket
+#   compress -o         local file vs multipart upload into the bucket,
+#                       with usmtkit's CPU seconds and the server's beside
+#   curl PUT            the finished archive uploaded by curl: the server's
+#                       cost of taking in those bytes, without usmtkit
 #   info, ls -R         open (footer + TOC) and list
 #   verify              every chunk's checksum
 #   extract             every file to a scratch folder
@@ -17,7 +20,8 @@
 #                       through `usmtkit mount` (randread), a fresh mount each
 #   curl GET            the whole object with curl: the floor for reading
 #                       everything from this server
-# and the ratio bucket / disk (for MB/s: bucket / disk, higher is better). Environment: SIZES, RUNS, WORK (scratch,
+# and the ratio bucket / disk (for MB/s: bucket / disk, higher is better). Environment: SIZES, RUNS, ONLY=compress (the compress
+# and curl PUT rows alone), WORK (scratch,
 # default /tmp/usmtkit-bench-s3; stores are kept between runs), PORT
 # (default 18433).
 set -euo pipefail
@@ -68,6 +72,35 @@ timed() {
 	done | median
 }
 
+# server_cpu: CPU seconds (user + system) the S3 server's processes have
+# used so far (its process group, from /proc).
+server_cpu() {
+	local pg
+	pg=$(cat "$data/weed.pid")
+	awk -v pg="$pg" -v hz="$(getconf CLK_TCK)" '$5 == pg { t += $14 + $15 } END { printf "%.2f\n", t / hz }' /proc/[0-9]*/stat 2>/dev/null
+}
+
+# timed_cpu OUT CMD...: like timed, but prints three medians: wall
+# seconds, usmtkit's CPU seconds (user + system of CMD) and the S3
+# server's CPU seconds meanwhile. usmtkit and the server share this
+# machine's CPUs, so wall time on loopback is bounded below by their sum
+# over the CPUs; the client's CPU is what a server elsewhere leaves.
+timed_cpu() {
+	local out=$1 s e c0 c1 tf
+	tf=$(mktemp "$WORK/time.XXXXXX")
+	shift
+	for ((i = 0; i < RUNS; i++)); do
+		c0=$(server_cpu)
+		s=$(now)
+		{ TIMEFORMAT='%U %S'; time USMTKIT_S3_REQUESTS=1 "$@" >/dev/null 2>"$out"; } 2>"$tf" || true
+		e=$(now)
+		c1=$(server_cpu)
+		awk -v a="$s" -v b="$e" -v c0="$c0" -v c1="$c1" '{printf "%.3f %.2f %.2f\n", b-a, $1+$2, c1-c0}' "$tf"
+	done >"$tf.all"
+	for col in 1 2 3; do awk -v c=$col '{print $c}' "$tf.all" | median; done | paste -sd' '
+	rm -f "$tf" "$tf.all"
+}
+
 # requests OUT: the request counts of a run, shortened.
 requests() {
 	sed -n 's/^usmtkit: s3 requests: //p' "$1" | awk -F'; ' '{print $1}' | sed 's/, 0 [A-Za-z]*//g' | tail -1
@@ -108,10 +141,15 @@ for size in $SIZES; do
 	echo
 	echo "== $size profile store ($bytes bytes), medians of $RUNS; bucket at $ep (loopback)"
 	row "operation" "disk s" "bucket s" "ratio" "requests (bucket)"
-	td=$(timed "$WORK/err" "$U" -q compress --force "$store" -o "$arch")
-	tb=$(timed "$WORK/err" "$U" -q compress --force "$store" -o "$key")
-	row "compress -o" "$td" "$tb" "$(awk -v a="$tb" -v b="$td" 'BEGIN{printf "%.2f", a/b}')" "$(requests "$WORK/err")"
+	read -r td cd _ < <(timed_cpu "$WORK/err" "$U" -q compress --force "$store" -o "$arch")
+	read -r tb cb sb < <(timed_cpu "$WORK/err" "$U" -q compress --force "$store" -o "$key")
+	row "compress -o" "$td" "$tb" "$(awk -v a="$tb" -v b="$td" 'BEGIN{printf "%.2f", a/b}')" "$(requests "$WORK/err") (goal: ratio at most 1.3)"
+	row "  usmtkit CPU-s" "$cd" "$cb" "$(awk -v a="$cb" -v b="$cd" 'BEGIN{if (b>0) printf "%.2f", a/b}')" "usmtkit's own CPU (user + system)"
+	row "  server CPU-s" "" "$sb" "" "SeaweedFS meanwhile, on the same CPUs"
 	asize=$(stat -c %s "$arch")
+	read -r tp _ sp < <(timed_cpu "$WORK/err" curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -T "$arch" "$ep/bench/$size.curl-put")
+	row "curl PUT (floor)" "" "$tp" "" "the finished archive in 1 PUT; server CPU-s $sp"
+	[ "${ONLY:-}" = compress ] && continue
 
 	for op in "info" "ls -R" "verify" "extract"; do
 		case $op in

@@ -88,6 +88,26 @@ func migPartial(s *store.MIGStore) error {
 	return nil
 }
 
+// migsPartial is migPartial over the MIGs of a mount: the first that left
+// records out, with how many others did too.
+func migsPartial(migs []*store.MIGStore) error {
+	var first error
+	more := 0
+	for _, s := range migs {
+		if err := migPartial(s); err != nil {
+			if first == nil {
+				first = err
+			} else {
+				more++
+			}
+		}
+	}
+	if more > 0 {
+		return fmt.Errorf("%w (and %d more USMT.MIG files left records out)", first, more)
+	}
+	return first
+}
+
 // openExtractMIG opens the USMT.MIG of extract --experimental-mig.
 func openExtractMIG(ctx context.Context, o *extractOptions, paths []string) (store.Store, error) {
 	if o.StoreID != "" {
@@ -131,12 +151,30 @@ func printMIGSummary(w io.Writer, s *store.MIGStore) error {
 const readyPartial = "partial"
 
 func readyStatus(o *mountOptions) string {
-	if o.mig != nil {
-		if _, n := o.mig.LeftOut(); n > 0 {
-			return readyPartial
-		}
+	if migsPartial(o.migs) != nil {
+		return readyPartial
 	}
 	return "ok"
+}
+
+// openShareMIG opens the unencrypted USMT.MIG of a share member for mount
+// --experimental-mig, with EXPERIMENTAL.txt at the member's root. The
+// warning is printed once per mount.
+func openShareMIG(ctx context.Context, o *mountOptions, m store.Member) (*store.MIGStore, error) {
+	d, err := store.Detect(m.Input)
+	if err != nil {
+		return nil, err
+	}
+	if len(o.migs) == 0 {
+		fmt.Fprintf(o.Stderr, "usmtkit: warning: %s\n", store.MIGExperimentalNote)
+	}
+	s, err := store.OpenMIGDetected(ctx, d, store.MIGStoreOptions{Marker: true})
+	if err != nil {
+		return nil, err
+	}
+	printMIGLeftOut(&o.globalOptions, s)
+	o.migs = append(o.migs, s)
+	return s, nil
 }
 
 // openMountMIG opens the USMT.MIG of mount --experimental-mig, with
@@ -152,7 +190,7 @@ func openMountMIG(ctx context.Context, ds []*store.Detection, o *mountOptions, f
 		s.Close()
 		return nil, nil, "", fmt.Errorf("mounting %s: %w", ds[0].Input, err)
 	}
-	o.mig = s
+	o.migs = []*store.MIGStore{s}
 	what := fmt.Sprintf("%s (EXPERIMENTAL USMT.MIG reader: %d files; read %s at the mount's root)", ds[0].Input, s.Files(), store.MIGMarkerName)
 	return f, func() { s.Close() }, what, nil
 }

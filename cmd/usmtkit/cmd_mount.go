@@ -47,7 +47,9 @@ type mountOptions struct {
 	Stats string
 	// ExperimentalMIG reads a USMT.MIG's File records (cmd_mig_experimental.go).
 	ExperimentalMIG bool
-	mig             *store.MIGStore
+	// migs are the USMT.MIG files read experimentally: the one store, or
+	// the MIG members of a share copy.
+	migs []*store.MIGStore
 
 	// readyW is the pipe of a --background child to its parent.
 	readyW *os.File
@@ -235,10 +237,10 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	var fsys *fusefs.FS
 	var closeStores func()
 	var what string
-	if o.ExperimentalMIG {
+	if o.ExperimentalMIG && ds[0].Kind != store.KindSMP {
 		fsys, closeStores, what, err = openMountMIG(ctx, ds, o, fopts)
 	} else {
-		fsys, closeStores, what, err = openForMount(ds, o, fopts)
+		fsys, closeStores, what, err = openForMount(ctx, ds, o, fopts)
 	}
 	if err != nil {
 		return err
@@ -289,15 +291,12 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	if n := fsys.EIOCount(); n > 0 {
 		return fmt.Errorf("%d reads or lookups failed with an I/O error (causes logged above): %w", n, exitcodes.ErrPartial)
 	}
-	if o.mig != nil {
-		return migPartial(o.mig)
-	}
-	return nil
+	return migsPartial(o.migs)
 }
 
 // openForMount opens what the user named and adapts it: one store, an
 // archive with the asked cache size, or every member of a share copy.
-func openForMount(ds []*store.Detection, o *mountOptions, fopts fusefs.Options) (*fusefs.FS, func(), string, error) {
+func openForMount(ctx context.Context, ds []*store.Detection, o *mountOptions, fopts fusefs.Options) (*fusefs.FS, func(), string, error) {
 	d := ds[0]
 	what := strings.Join(func() []string {
 		var s []string
@@ -324,8 +323,17 @@ func openForMount(ds []*store.Detection, o *mountOptions, fopts fusefs.Options) 
 				mem.Why = m.Err
 			case m.Kind == store.KindMIG && m.Encrypted:
 				mem.Why = "it is an encrypted compressed USMT.MIG file"
+			case m.Kind == store.KindMIG && o.ExperimentalMIG:
+				s, err := openShareMIG(ctx, o, m)
+				if err != nil {
+					mem.Why = err.Error()
+				} else {
+					mem.Store = s
+					opened = append(opened, s)
+				}
 			case m.Kind == store.KindMIG:
-				mem.Why = "it is a compressed USMT.MIG file (its format is not documented)"
+				mem.Why = "it is a compressed USMT.MIG file, whose format Microsoft does not document: " +
+					"mount the share with --experimental-mig to read it (EXPERIMENTAL), or restore it on Windows (UsmtUtils /extract, LoadState)"
 			default:
 				s, err := store.Open(m.Path)
 				if err != nil {
@@ -347,7 +355,11 @@ func openForMount(ds []*store.Detection, o *mountOptions, fopts fusefs.Options) 
 			closeAll()
 			return nil, nil, "", err
 		}
-		return f, closeAll, what + fmt.Sprintf(" (%d stores)", len(members)), nil
+		what += fmt.Sprintf(" (%d stores)", len(members))
+		if len(o.migs) > 0 {
+			what += fmt.Sprintf("; %d USMT.MIG read by the EXPERIMENTAL reader: read %s in each", len(o.migs), store.MIGMarkerName)
+		}
+		return f, closeAll, what, nil
 	}
 	var s store.Store
 	var err error

@@ -204,9 +204,47 @@ func TestMountArchiveAndShareCLI(t *testing.T) {
 			}
 			b, err := os.ReadFile(filepath.Join(p, fusefs.ReadmeName))
 			want := "compressed USMT.MIG"
+			if !m.Encrypted {
+				want = "mount the share with --experimental-mig"
+			}
 			if err != nil || !strings.Contains(string(b), want) || (m.Encrypted && !strings.Contains(string(b), "encrypted")) {
 				t.Errorf("%s README: %q, %v", m.ID, b, err)
 			}
+		}
+	})
+	// --experimental-mig on a share copy reads its unencrypted MIG members
+	// (each with EXPERIMENTAL.txt at its root), leaves the encrypted ones
+	// as README.txt and the folder store as it was.
+	t.Run("share with --experimental-mig", func(t *testing.T) {
+		sh := fixtures.SMPShare(t, filepath.Join(dir, "smp-mig"))
+		mnt := emptyDir(t)
+		s := startMount(t, &mountOptions{ExperimentalMIG: true}, sh.Root, mnt)
+		if out := s.out.String(); !strings.Contains(out, "(4 stores); 1 USMT.MIG read by the EXPERIMENTAL reader") ||
+			strings.Count(out, "warning: EXPERIMENTAL") != 1 {
+			t.Errorf("output: %q", out)
+		}
+		for _, m := range sh.Stores {
+			p := filepath.Join(mnt, m.ID)
+			switch {
+			case m.Kind == fixtures.SMPKindDir:
+				if _, err := os.Stat(filepath.Join(p, "C/Users/jdoe/Documents/a.txt")); err != nil {
+					t.Errorf("folder member: %v", err)
+				}
+			case m.Encrypted:
+				if b, err := os.ReadFile(filepath.Join(p, fusefs.ReadmeName)); err != nil || !strings.Contains(string(b), "encrypted") {
+					t.Errorf("%s README: %q, %v", m.ID, b, err)
+				}
+			default:
+				if b, err := os.ReadFile(filepath.Join(p, "C/Users/jdoe/Desktop/notes.txt")); err != nil || len(b) != 2500 {
+					t.Errorf("MIG member file: %d bytes, %v", len(b), err)
+				}
+				if b, err := os.ReadFile(filepath.Join(p, store.MIGMarkerName)); err != nil || !strings.Contains(string(b), "INFERRED") {
+					t.Errorf("MIG member %s: %q, %v", store.MIGMarkerName, b, err)
+				}
+			}
+		}
+		if err := s.stop(t); err != nil {
+			t.Errorf("the mount ended with %v", err)
 		}
 	})
 }

@@ -13,6 +13,7 @@ package objstore
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -179,6 +180,10 @@ func classify(loc Location, err error) error {
 	if errors.As(err, &ua) {
 		return fmt.Errorf("%s: %w (if the server's certificate is from your own authority, trust it with AWS_CA_BUNDLE=ca.pem)", loc, err)
 	}
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return fmt.Errorf("%s: the server's certificate was refused: %v (--endpoint must name a host the certificate is for)", loc, cv.Err)
+	}
 	resp := minio.ToErrorResponse(err)
 	switch resp.Code {
 	case "NoSuchBucket":
@@ -197,9 +202,37 @@ func classify(loc Location, err error) error {
 	return fmt.Errorf("%s: %w", loc, err)
 }
 
+// certAbortKey holds, in a request's context, the function that ends that
+// context when the server's certificate is refused (countingTransport).
+// minio-go retries every error it does not list (it lists an unknown
+// authority, not a wrong host name or an expired certificate) ten times
+// over about 9 s; retrying cannot change a certificate.
+type certAbortKey struct{}
+
+// withCertAbort is ctx, ended at once by a refused certificate. The
+// first request of every command (Stat, Open) goes through it.
+func withCertAbort(ctx context.Context) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	return context.WithValue(ctx, certAbortKey{}, cancel), cancel
+}
+
+// certRefused is the certificate error that ended ctx, or nil.
+func certRefused(ctx context.Context) error {
+	var cv *tls.CertificateVerificationError
+	if c := context.Cause(ctx); errors.As(c, &cv) {
+		return cv
+	}
+	return nil
+}
+
 // Stat returns the object's size.
 func (c *Client) Stat(ctx context.Context, loc Location) (int64, error) {
+	ctx, cancel := withCertAbort(ctx)
+	defer cancel(nil)
 	oi, err := c.mc.StatObject(ctx, loc.Bucket, loc.Key, minio.StatObjectOptions{})
+	if cerr := certRefused(ctx); cerr != nil {
+		return 0, classify(loc, cerr)
+	}
 	if err != nil {
 		if resp := minio.ToErrorResponse(err); resp.StatusCode == http.StatusNotFound && resp.Code != "NoSuchBucket" {
 			// HEAD carries no error body: tell a missing bucket from a

@@ -98,9 +98,14 @@ func (c *Client) Open(ctx context.Context, loc Location, opts ReaderOptions) (*R
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	sctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	tctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
+	sctx, abort := withCertAbort(tctx)
+	defer abort(nil)
 	oi, err := c.mc.StatObject(sctx, loc.Bucket, loc.Key, minio.StatObjectOptions{})
+	if cerr := certRefused(sctx); cerr != nil {
+		return nil, classify(loc, cerr)
+	}
 	if err != nil {
 		_, err = c.Stat(sctx, loc) // the same question, classified
 		return nil, err

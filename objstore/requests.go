@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -112,13 +113,19 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	resp, err := t.next.RoundTrip(req)
 	var cv *tls.CertificateVerificationError
-	var ua x509.UnknownAuthorityError
-	if errors.As(err, &cv) && errors.As(cv.Err, &ua) {
-		// minio-go does not retry x509.UnknownAuthorityError, but Go
-		// wraps it in a tls.CertificateVerificationError, which it then
-		// retries ten times (9 s) before saying so. Unwrapped, a server
-		// whose certificate nobody vouches for is refused at once.
-		return nil, ua
+	if errors.As(err, &cv) {
+		// A refused certificate ends the request's context when it was
+		// made by withCertAbort (the first request of a command), so
+		// minio-go stops retrying what a retry cannot change.
+		if abort, ok := req.Context().Value(certAbortKey{}).(context.CancelCauseFunc); ok {
+			abort(cv)
+		}
+		var ua x509.UnknownAuthorityError
+		if errors.As(cv.Err, &ua) {
+			// minio-go does not retry x509.UnknownAuthorityError itself,
+			// but Go wraps it in a tls.CertificateVerificationError.
+			return nil, ua
+		}
 	}
 	if resp != nil && resp.Body != nil {
 		resp.Body = &countingBody{ReadCloser: resp.Body}

@@ -403,6 +403,25 @@ func TestObjectStoreTLS(t *testing.T) {
 	if code, out, stderr := runCLI(t, "ls", "-R", remote); code != 0 || strings.ReplaceAll(out, remote, local) != want {
 		t.Errorf("with AWS_CA_BUNDLE: exit %d %s", code, stderr)
 	}
+	// A trusted certificate for another host name (the proxy's is for
+	// 127.0.0.1 and example.com, not localhost) is refused at once too:
+	// minio-go would retry it for about 9 s.
+	t.Setenv("AWS_ENDPOINT_URL", strings.Replace(proxy.URL, "127.0.0.1", "localhost", 1))
+	for _, cmd := range []string{"ls", "compress"} {
+		args := []string{cmd, remote}
+		if cmd == "compress" {
+			args = []string{cmd, filepath.Join(dir, "src", "store"), "-o", "s3://tls/new.tar.zst"}
+		}
+		start := time.Now()
+		code, _, stderr = runCLI(t, args...)
+		took := time.Since(start)
+		t.Logf("wrong host name, %v: %s", took, stderr)
+		if code != exitcodes.Failure || !strings.Contains(stderr, "the server's certificate was refused") ||
+			strings.Count(strings.TrimSpace(stderr), "\n") > 1 || took > 5*time.Second {
+			t.Errorf("%s, wrong host name: exit %d after %v, stderr %q", cmd, code, took, stderr)
+		}
+	}
+	t.Setenv("AWS_ENDPOINT_URL", proxy.URL)
 	t.Setenv("AWS_CA_BUNDLE", "")
 	code, out, stderr := runCLI(t, "--no-verify-tls", "ls", "-R", remote)
 	if code != 0 || strings.ReplaceAll(out, remote, local) != want || !strings.Contains(stderr, "warning: --no-verify-tls") {

@@ -98,6 +98,9 @@ type fleetItem struct {
 	StoreID string // the store's folder name (the file's for an archive)
 	Share   string // the SMPSTORE folder of a share member, else ""
 	Err     error  // known before running: no store here
+	// Cut is the journal's "started" record of this store when the run
+	// before stopped between starting it and recording how it ended.
+	Cut *journal.Record
 }
 
 // fleetResult is what one store's run gave.
@@ -125,6 +128,10 @@ type fleetRun struct {
 	run func(ctx context.Context, it *fleetItem, stdout, stderr io.Writer) fleetResult
 	// outputs are files the run writes (outside every store).
 	outputs []string
+	// startFields, when set, makes the runner journal a "started" record
+	// with these fields before it runs a store, so that a re-run after an
+	// interruption knows the store's output as its own (it.Cut).
+	startFields func(it *fleetItem) map[string]any
 }
 
 // collectFleet expands the STOREs and --from lines into stores: a share
@@ -276,12 +283,17 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 			return fmt.Errorf("reading the journal %s: %w", ff.Journal, err)
 		}
 		notes = append(notes, jnotes...)
-		if !ff.Redo {
-			for k, r := range journal.Latest(recs, fr.Op) {
-				if journal.Done(r.Status) {
-					done[k] = r
-				}
+		cut := map[string]*journal.Record{}
+		for k, r := range journal.Latest(recs, fr.Op) {
+			if journal.Done(r.Status) && !ff.Redo {
+				done[k] = r
 			}
+			if r.Status == journal.StatusStarted {
+				cut[k] = &r
+			}
+		}
+		for _, it := range items {
+			it.Cut = cut[it.Key]
 		}
 		w, note, err := journal.Open(ff.Journal)
 		if errors.Is(err, journal.ErrLocked) {
@@ -353,6 +365,16 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 					res.Finished = time.Now()
 					finish(it, res, nil, nil)
 					continue
+				}
+				if jw != nil && fr.startFields != nil {
+					if err := jw.Append(journal.Record{Op: fr.Op, Key: it.Key, Status: journal.StatusStarted,
+						Started: res.Started.UTC(), Finished: res.Started.UTC(), Fields: fr.startFields(it)}); err != nil {
+						outMu.Lock()
+						if jerr == nil {
+							jerr = err
+						}
+						outMu.Unlock()
+					}
 				}
 				// Alone, a store writes straight through; with others its
 				// output waits in its own buffer until it is done.

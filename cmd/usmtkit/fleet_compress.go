@@ -52,15 +52,25 @@ func runCompressFleet(ctx context.Context, o *compressOptions, args []string, p 
 		}
 		fr.outputs = []string{filepath.Join(dir, "x.tar.zst")}
 	}
+	output := func(it *fleetItem) string {
+		if remote {
+			return prefix + names[it]
+		}
+		return filepath.Join(dir, names[it])
+	}
+	// The journal says where each store's archive goes before it is made:
+	// an archive that a killed run finished but never recorded is then
+	// known as this run's own and replaced, where any other existing
+	// archive is kept unless --force.
+	fr.startFields = func(it *fleetItem) map[string]any { return map[string]any{"archive": output(it)} }
 	fr.run = func(ctx context.Context, it *fleetItem, stdout, stderr io.Writer) fleetResult {
 		sub := *o
 		sub.Stdout, sub.Stderr, sub.Progress = stdout, stderr, false
 		sub.fleetFlags, sub.inFleet = fleetFlags{}, true
 		sub.Verify = true // read back before the journal calls it done
-		if remote {
-			sub.Output = prefix + names[it]
-		} else {
-			sub.Output = filepath.Join(dir, names[it])
+		sub.Output = output(it)
+		if it.Cut != nil && it.Cut.Fields["archive"] == sub.Output {
+			sub.Force = true
 		}
 		start := time.Now()
 		rep, err := compressStore(ctx, &sub, []string{it.Key}, nil, p)

@@ -31,8 +31,8 @@ func TestCompressFleetToBucket(t *testing.T) {
 		t.Fatalf("compress SHARE -o %s: exit %d\n%s\n%s", prefix, code, out, stderr)
 	}
 	recs, notes, err := journal.Read(j)
-	if err != nil || len(notes) != 0 || len(recs) != len(stores) {
-		t.Fatalf("journal: %v %v %d records", err, notes, len(recs))
+	if err != nil || len(notes) != 0 || len(recs) != 2*len(stores) {
+		t.Fatalf("journal: %v %v %d records (want a started and an ok record per store)", err, notes, len(recs))
 	}
 	for i, sp := range stores {
 		name := fmt.Sprintf("%sSMPSTORE_1A2B3C4D$_PC%03d.tar.zst", prefix, i)
@@ -45,8 +45,8 @@ func TestCompressFleetToBucket(t *testing.T) {
 			t.Errorf("%s lists unlike its store (exit %d %s)", name, code, stderr)
 		}
 	}
-	for _, r := range recs {
-		if r.Op != "compress" || r.Status != journal.StatusOK || r.Fields["verified"] != true || !strings.HasPrefix(r.Fields["archive"].(string), prefix) {
+	for _, r := range journal.Latest(recs, "compress") {
+		if r.Status != journal.StatusOK || r.Fields["verified"] != true || !strings.HasPrefix(r.Fields["archive"].(string), prefix) {
 			t.Errorf("record %+v", r)
 		}
 	}
@@ -79,6 +79,53 @@ func TestCompressFleetToBucket(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "compress", root, "-o", filepath.Join(stores[0], "out")+"/"); code != exitcodes.Usage {
 		t.Errorf("a folder inside a store: exit %d %s", code, stderr)
+	}
+}
+
+// A run killed after a store's archive was complete but before its "ok"
+// reached the journal left the store's "started" record: the re-run knows
+// that archive as its own and replaces it without --force. An archive the
+// journal knows nothing of is still kept (FAILED, "already exists").
+func TestCompressFleetResumesItsOwnArchive(t *testing.T) {
+	dir := t.TempDir()
+	root, stores := fleetShare(t, dir, 3, 1000)
+	out := filepath.Join(dir, "archives") + "/"
+	j := filepath.Join(dir, "compress.journal")
+	if code, o, e := runCLI(t, "compress", root, "-o", out, "--journal", j, "--level", "fastest"); code != 0 {
+		t.Fatalf("compress: exit %d\n%s\n%s", code, o, e)
+	}
+	// Store 0 as if killed between its archive and its "ok"; store 1 as if
+	// its archive were someone else's: the journal has nothing of it.
+	b, err := os.ReadFile(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		cut0 := strings.Contains(l, `"key":"`+stores[0]+`"`) && strings.Contains(l, `"status":"ok"`)
+		if l == "" || cut0 || strings.Contains(l, `"key":"`+stores[1]+`"`) {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	if err := os.WriteFile(j, []byte(strings.Join(keep, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, o, e := runCLI(t, "compress", root, "-o", out, "--journal", j, "--level", "fastest")
+	if code == 0 || linesStarting(o, "OK ") != 1 || linesStarting(o, "FAILED ") != 1 || linesStarting(o, "SKIPPED ") != 1 ||
+		!strings.Contains(o, "already exists") {
+		t.Fatalf("re-run: exit %d\n%s\n%s", code, o, e)
+	}
+	recs, _, err := journal.Read(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest := journal.Latest(recs, "compress")
+	if latest[stores[0]].Status != journal.StatusOK || latest[stores[1]].Status != journal.StatusFailed {
+		t.Errorf("journal after the re-run: %+v", latest)
+	}
+	if code, _, e := runCLI(t, "verify", filepath.Join(out, "SMPSTORE_1A2B3C4D$_PC000.tar.zst")); code != 0 {
+		t.Errorf("the replaced archive: verify exit %d %s", code, e)
 	}
 }
 

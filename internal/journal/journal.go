@@ -41,6 +41,11 @@ const (
 	StatusProblems    = "problems"    // done, and the item had problems (exit 3)
 	StatusFailed      = "failed"      // the item could not be done (not found, unreadable, unsupported)
 	StatusInterrupted = "interrupted" // stopped before it was done
+	// StatusStarted is written when an item begins, by operations whose
+	// item leaves something behind that a re-run must recognise as its
+	// own (compress's archive): a key whose last record is "started" was
+	// cut off by an interruption before its outcome was written.
+	StatusStarted = "started"
 )
 
 // Done reports whether a status means the item needs no redoing: the work

@@ -98,9 +98,12 @@ type fleetItem struct {
 	StoreID string // the store's folder name (the file's for an archive)
 	Share   string // the SMPSTORE folder of a share member, else ""
 	Err     error  // known before running: no store here
-	// Cut is the journal's "started" record of this store when the run
-	// before stopped between starting it and recording how it ended.
-	Cut *journal.Record
+	// Unfinished is the journal's last record of this store when it says
+	// an earlier run began or wrote the store's output without finishing
+	// it: status "started" (cut off before its outcome was recorded), or
+	// "written": true on a record that is not done (interrupted or failed
+	// after the output was made, e.g. while reading it back).
+	Unfinished *journal.Record
 }
 
 // fleetResult is what one store's run gave.
@@ -130,7 +133,7 @@ type fleetRun struct {
 	outputs []string
 	// startFields, when set, makes the runner journal a "started" record
 	// with these fields before it runs a store, so that a re-run after an
-	// interruption knows the store's output as its own (it.Cut).
+	// interruption knows the store's output as its own (it.Unfinished).
 	startFields func(it *fleetItem) map[string]any
 }
 
@@ -283,17 +286,17 @@ func runFleet(ctx context.Context, fr *fleetRun, ff *fleetFlags, items []*fleetI
 			return fmt.Errorf("reading the journal %s: %w", ff.Journal, err)
 		}
 		notes = append(notes, jnotes...)
-		cut := map[string]*journal.Record{}
+		unfinished := map[string]*journal.Record{}
 		for k, r := range journal.Latest(recs, fr.Op) {
 			if journal.Done(r.Status) && !ff.Redo {
 				done[k] = r
 			}
-			if r.Status == journal.StatusStarted {
-				cut[k] = &r
+			if r.Status == journal.StatusStarted || !journal.Done(r.Status) && r.Fields["written"] == true {
+				unfinished[k] = &r
 			}
 		}
 		for _, it := range items {
-			it.Cut = cut[it.Key]
+			it.Unfinished = unfinished[it.Key]
 		}
 		w, note, err := journal.Open(ff.Journal)
 		if errors.Is(err, journal.ErrLocked) {

@@ -69,7 +69,7 @@ func runCompressFleet(ctx context.Context, o *compressOptions, args []string, p 
 		sub.fleetFlags, sub.inFleet = fleetFlags{}, true
 		sub.Verify = true // read back before the journal calls it done
 		sub.Output = output(it)
-		if it.Cut != nil && it.Cut.Fields["archive"] == sub.Output {
+		if it.Unfinished != nil && it.Unfinished.Fields["archive"] == sub.Output {
 			sub.Force = true
 		}
 		start := time.Now()
@@ -80,6 +80,11 @@ func runCompressFleet(ctx context.Context, o *compressOptions, args []string, p 
 		}
 		verified := rep != nil && rep.Verified != nil && *rep.Verified
 		r.Status = fleetStatus(err, verified)
+		if rep != nil && !journal.Done(r.Status) {
+			// The archive was made, then reading it back was interrupted
+			// or failed: it is this journal's own to replace.
+			r.Fields["written"] = true
+		}
 		if rep != nil {
 			for k, v := range map[string]any{"files": rep.Files, "entries": rep.Entries, "bytes_in": rep.BytesIn,
 				"bytes_out": rep.BytesOut, "verified": verified, "changed": len(rep.Changed), "unreadable": len(rep.Unreadable),

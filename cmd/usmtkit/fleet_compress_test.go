@@ -84,8 +84,10 @@ func TestCompressFleetToBucket(t *testing.T) {
 
 // A run killed after a store's archive was complete but before its "ok"
 // reached the journal left the store's "started" record: the re-run knows
-// that archive as its own and replaces it without --force. An archive the
-// journal knows nothing of is still kept (FAILED, "already exists").
+// that archive as its own and replaces it without --force; so does a
+// record "interrupted" after the archive was written (Ctrl-C while it was
+// read back). An archive the journal knows nothing of is still kept
+// (FAILED, "already exists").
 func TestCompressFleetResumesItsOwnArchive(t *testing.T) {
 	dir := t.TempDir()
 	root, stores := fleetShare(t, dir, 3, 1000)
@@ -95,7 +97,8 @@ func TestCompressFleetResumesItsOwnArchive(t *testing.T) {
 		t.Fatalf("compress: exit %d\n%s\n%s", code, o, e)
 	}
 	// Store 0 as if killed between its archive and its "ok"; store 1 as if
-	// its archive were someone else's: the journal has nothing of it.
+	// its archive were someone else's: the journal has nothing of it;
+	// store 2 as if interrupted while its archive was read back.
 	b, err := os.ReadFile(j)
 	if err != nil {
 		t.Fatal(err)
@@ -106,13 +109,17 @@ func TestCompressFleetResumesItsOwnArchive(t *testing.T) {
 		if l == "" || cut0 || strings.Contains(l, `"key":"`+stores[1]+`"`) {
 			continue
 		}
+		if strings.Contains(l, `"key":"`+stores[2]+`"`) && strings.Contains(l, `"status":"ok"`) {
+			l = strings.Replace(l, `"status":"ok"`, `"status":"interrupted"`, 1)
+			l = strings.Replace(l, `"fields":{`, `"fields":{"written":true,`, 1)
+		}
 		keep = append(keep, l)
 	}
 	if err := os.WriteFile(j, []byte(strings.Join(keep, "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, o, e := runCLI(t, "compress", root, "-o", out, "--journal", j, "--level", "fastest")
-	if code == 0 || linesStarting(o, "OK ") != 1 || linesStarting(o, "FAILED ") != 1 || linesStarting(o, "SKIPPED ") != 1 ||
+	if code == 0 || linesStarting(o, "OK ") != 2 || linesStarting(o, "FAILED ") != 1 ||
 		!strings.Contains(o, "already exists") {
 		t.Fatalf("re-run: exit %d\n%s\n%s", code, o, e)
 	}
@@ -121,7 +128,7 @@ func TestCompressFleetResumesItsOwnArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	latest := journal.Latest(recs, "compress")
-	if latest[stores[0]].Status != journal.StatusOK || latest[stores[1]].Status != journal.StatusFailed {
+	if latest[stores[0]].Status != journal.StatusOK || latest[stores[1]].Status != journal.StatusFailed || latest[stores[2]].Status != journal.StatusOK {
 		t.Errorf("journal after the re-run: %+v", latest)
 	}
 	if code, _, e := runCLI(t, "verify", filepath.Join(out, "SMPSTORE_1A2B3C4D$_PC000.tar.zst")); code != 0 {

@@ -20,62 +20,98 @@ var errTruncatedFrame = errors.New("the frame runs past the end of the file")
 // Frame_Content_Size (-1 when absent). limit is the offset the frame must
 // not reach past.
 func zstdFrameLen(r io.ReaderAt, off int64, limit uint64) (n int64, fcs int64, err error) {
+	s, err := zstdFrameShape(r, off, limit)
+	if err != nil {
+		return 0, -1, err
+	}
+	return s.n, s.fcs, nil
+}
+
+// Frame kinds (frameShape.kind): a frame of one raw or RLE block holds
+// its content as it is (raw) or as one byte (RLE), so a reader can take it
+// without the decoder (reader_raw.go).
+const (
+	frameCoded = iota // anything else: decoded by zstd
+	frameRaw          // one raw block as long as the frame's content
+	frameRLE          // one RLE block as long as the frame's content
+)
+
+// frameShape is what a walk of a frame's headers learns.
+type frameShape struct {
+	n    int64 // the frame's length, its checksum included
+	fcs  int64 // Frame_Content_Size, -1 when absent
+	kind uint8 // frameCoded, frameRaw or frameRLE
+	body uint8 // raw and RLE frames: where the block's content starts in the frame
+	sum  bool  // a content checksum (4 bytes) ends the frame
+}
+
+// zstdFrameShape is zstdFrameLen that also says whether the frame is one
+// raw or RLE block. The first block header usually comes with the frame
+// header's read, so a frame of one block costs one read.
+func zstdFrameShape(r io.ReaderAt, off int64, limit uint64) (frameShape, error) {
 	if off < 0 || uint64(off) >= limit {
-		return 0, -1, errTruncatedFrame
+		return frameShape{}, errTruncatedFrame
 	}
 	end := int64(limit)
-	var hb [zstd.HeaderMaxSize]byte
+	var hb [zstd.HeaderMaxSize]byte // a frame header and a block header
 	hn, err := r.ReadAt(hb[:min(int64(len(hb)), end-off)], off)
 	if hn < 4 {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = errTruncatedFrame
 		}
-		return 0, -1, err
+		return frameShape{}, err
 	}
 	var h zstd.Header
 	if err := h.Decode(hb[:hn]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, -1, errTruncatedFrame
+			return frameShape{}, errTruncatedFrame
 		}
-		return 0, -1, fmt.Errorf("bad frame header: %w", err)
+		return frameShape{}, fmt.Errorf("bad frame header: %w", err)
 	}
 	if h.Skippable {
-		return 0, -1, errors.New("a skippable frame, not a zstd frame")
+		return frameShape{}, errors.New("a skippable frame, not a zstd frame")
 	}
-	fcs = -1
+	s := frameShape{fcs: -1, sum: h.HasCheckSum}
 	if h.HasFCS {
-		fcs = int64(h.FrameContentSize)
-		if fcs < 0 {
-			return 0, -1, errors.New("bad frame content size")
+		s.fcs = int64(h.FrameContentSize)
+		if s.fcs < 0 {
+			return frameShape{}, errors.New("bad frame content size")
 		}
 	}
 	pos := off + int64(h.HeaderSize)
 	var bh [3]byte
-	for {
+	for blocks := 0; ; blocks++ {
 		if end-pos < 3 {
-			return 0, -1, errTruncatedFrame
+			return frameShape{}, errTruncatedFrame
 		}
-		if _, err := r.ReadAt(bh[:], pos); err != nil {
-			return 0, -1, err
+		if i := pos - off; i+3 <= int64(hn) {
+			copy(bh[:], hb[i:])
+		} else if _, err := r.ReadAt(bh[:], pos); err != nil {
+			return frameShape{}, err
 		}
 		v := uint32(bh[0]) | uint32(bh[1])<<8 | uint32(bh[2])<<16
 		last := v&1 != 0
 		size := int64(v >> 3)
 		body := size
-		switch (v >> 1) & 3 {
+		typ := (v >> 1) & 3
+		switch typ {
 		case 0: // raw
 		case 1: // RLE: one byte repeated size times
 			body = 1
 		case 2: // compressed
 		default:
-			return 0, -1, errors.New("reserved block type")
+			return frameShape{}, errors.New("reserved block type")
 		}
 		if size > maxBlockSize {
-			return 0, -1, fmt.Errorf("block of %d bytes is over the zstd maximum", size)
+			return frameShape{}, fmt.Errorf("block of %d bytes is over the zstd maximum", size)
+		}
+		if blocks == 0 && last && typ < 2 && size == s.fcs {
+			s.kind = frameRaw + uint8(typ)
+			s.body = uint8(pos + 3 - off)
 		}
 		pos += 3 + body
 		if pos > end {
-			return 0, -1, errTruncatedFrame
+			return frameShape{}, errTruncatedFrame
 		}
 		if last {
 			break
@@ -84,10 +120,11 @@ func zstdFrameLen(r io.ReaderAt, off int64, limit uint64) (n int64, fcs int64, e
 	if h.HasCheckSum {
 		pos += 4
 		if pos > end {
-			return 0, -1, errTruncatedFrame
+			return frameShape{}, errTruncatedFrame
 		}
 	}
-	return pos - off, fcs, nil
+	s.n = pos - off
+	return s, nil
 }
 
 // Frame kinds the walker reports.

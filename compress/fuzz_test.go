@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,11 +27,26 @@ func smallFramedArchive(t testing.TB) []byte {
 	return smallArchiveOpts(t, WriteOptions{ChunkSize: 2 * MinChunkSize, FrameSize: MinChunkSize})
 }
 
+// smallRawFramedArchive is smallFramedArchive whose 70000-byte file is
+// incompressible: its frames are stored raw (reader_raw.go).
+func smallRawFramedArchive(t testing.TB) []byte {
+	noise := make([]byte, 70000)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range noise {
+		noise[i] = byte(r.Uint32())
+	}
+	return smallArchiveData(t, WriteOptions{ChunkSize: 2 * MinChunkSize, FrameSize: MinChunkSize}, noise)
+}
+
 func smallArchiveOpts(t testing.TB, opts WriteOptions) []byte {
+	return smallArchiveData(t, opts, fixtures.Text("b", 70000))
+}
+
+func smallArchiveData(t testing.TB, opts WriteOptions, big []byte) []byte {
 	dir := filepath.Join(t.TempDir(), "src")
 	if err := (fixtures.Tree{
 		"a.txt":       fixtures.File{Data: []byte("hello\n")},
-		"d/b.txt":     fixtures.File{Data: fixtures.Text("b", 70000)},
+		"d/b.txt":     fixtures.File{Data: big},
 		"d/link":      fixtures.Hardlink{Target: "a.txt"},
 		"d/sym":       fixtures.Symlink{Target: "../a.txt"},
 		"d/e/empty":   fixtures.File{},
@@ -86,6 +102,7 @@ func exerciseArchive(data []byte) {
 func FuzzIndex(f *testing.F) {
 	f.Add(smallArchive(f))
 	f.Add(smallFramedArchive(f))
+	f.Add(smallRawFramedArchive(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		exerciseArchive(data)
 	})

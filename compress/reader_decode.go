@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
@@ -106,7 +105,7 @@ func (a *Archive) decodeChunkInto(c uint32, last bool, fileSize int64, dst []byt
 			dst = make([]byte, want)
 		}
 		data, err := a.decodeFramesInto(c, dst[:want])
-		if err != errFrameOverWindow {
+		if err != errDecodeWhole {
 			if err != nil {
 				return nil, err
 			}
@@ -132,78 +131,40 @@ func (a *Archive) decodeChunkInto(c uint32, last bool, fileSize int64, dst []byt
 // at once; the frame buffers kept (one per decoding goroutine, and the
 // free ones) then held that many resident pages each. In a version 2
 // archive the chunk is independent frames (128 KiB of data each by
-// default), so it is read a window of a few frames at a time, each
-// complete frame decoded into its place with its zstd checksum checked,
-// and the chunk's xxhash64 checked over the whole result as before.
+// default): their headers are walked first (or taken from the archive's
+// memo of them), frames stored raw are read into their place
+// (reader_raw.go), the others are read a window of a few frames at a time
+// and decoded into their place with their zstd checksums checked, and the
+// chunk's xxhash64 is checked over the whole result as before.
 
 // frameWindow is how many compressed bytes of a multi-frame chunk are
 // read at a time: two frames, incompressible, and their headers.
 func (a *Archive) frameWindow() int { return 2*int(a.t.frameSize) + 64<<10 }
 
-// errFrameOverWindow: a frame does not fit in the window (a chunk not
-// written the way usmtkit writes them); the chunk is decoded in one piece.
-var errFrameOverWindow = errors.New("a frame longer than the read window")
+// errDecodeWhole: a chunk of more frames than a reader tracks (not written
+// the way usmtkit writes them); it is decoded in one piece.
+var errDecodeWhole = errors.New("too many frames in the chunk")
 
-// sliceAt is a byte slice as an io.ReaderAt (zstdFrameLen walks frames
-// through one).
-type sliceAt []byte
-
-func (s sliceAt) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(s)) {
-		return 0, io.EOF
-	}
-	n := copy(p, s[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// decodeFramesInto decodes the frames of chunk c, a window at a time,
-// into dst (len: the chunk's size with its tar padding). The error wraps
-// store.ErrCorrupt when the frames are damaged or do not add up to dst.
+// decodeFramesInto decodes the frames of chunk c into dst (len: the
+// chunk's size with its tar padding). The error wraps store.ErrCorrupt
+// when the frames are damaged or do not add up to dst.
 func (a *Archive) decodeFramesInto(c uint32, dst []byte) ([]byte, error) {
-	ch := a.t.chunk(c)
-	csize := int(ch.cSize)
-	win := min(csize, a.frameWindow())
-	bp := framePool.get(win)
-	defer framePool.put(bp)
-	pos, u := 0, 0 // compressed bytes consumed, decoded bytes written
-	for pos < csize {
-		n := min(win, csize-pos)
-		buf := bp.b[:n]
-		if _, err := a.f.ReadAt(buf, int64(ch.off)+int64(pos)); err != nil {
-			return nil, fmt.Errorf("reading the archive: %w", err)
-		}
-		i := 0
-		for i < n {
-			fl, fcs, err := zstdFrameLen(sliceAt(buf[i:]), 0, uint64(n-i))
-			if errors.Is(err, errTruncatedFrame) && pos+n < csize {
-				if i == 0 {
-					return nil, errFrameOverWindow
-				}
-				break // the frame continues past the window: read from it on
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%w: the frame at chunk offset %d: %v", store.ErrCorrupt, pos+i, err)
-			}
-			if fcs <= 0 || int64(u)+fcs > int64(len(dst)) {
-				return nil, fmt.Errorf("%w: the frame at chunk offset %d says it holds %d bytes, %d are left in the chunk", store.ErrCorrupt, pos+i, fcs, len(dst)-u)
-			}
-			end := u + int(fcs)
-			out, err := decodeWholeFrameInto(buf[i:i+int(fl)], dst[u:end:end])
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
-			}
-			if len(out) != int(fcs) {
-				return nil, fmt.Errorf("%w: the frame at chunk offset %d decoded to %d bytes, expected %d", store.ErrCorrupt, pos+i, len(out), fcs)
-			}
-			u, i = end, i+int(fl)
-		}
-		pos += i
+	fr, outcome, err := a.walkFrames(c, len(dst), a.frames.get(c), len(dst))
+	if err != nil {
+		return nil, err
 	}
-	if u != len(dst) {
-		return nil, fmt.Errorf("%w: decoded %d bytes, expected %d", store.ErrCorrupt, u, len(dst))
+	if outcome == framesTooMany {
+		return nil, errDecodeWhole
+	}
+	ch := a.t.chunk(c)
+	if tail := fr[len(fr)-1]; tail.off != int64(ch.off)+int64(ch.cSize) {
+		return nil, fmt.Errorf("%w: the chunk's frames hold its %d bytes in %d of its %d compressed bytes", store.ErrCorrupt, len(dst), tail.off-int64(ch.off), ch.cSize)
+	}
+	// The chunk's xxhash64, checked by the caller, covers every byte of
+	// the frames stored raw; without it their own checksums are checked.
+	checkRaw := a.ft.flags&flagChunkXXH == 0
+	if err := a.readFrames(fr, 0, len(fr)-1, dst[:len(dst):len(dst)], checkRaw); err != nil {
+		return nil, err
 	}
 	return dst, nil
 }

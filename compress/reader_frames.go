@@ -29,7 +29,12 @@ import (
 // next one starts.
 type frameLoc struct {
 	off int64
-	u   int
+	u   int32
+	// What the walk learned of the frame that starts here (frameShape):
+	// a frame of one raw or RLE block is read without the decoder.
+	kind uint8
+	body uint8
+	sum  bool
 }
 
 // checkFrameSize: a version 2 archive's TOC must give the frame size
@@ -85,82 +90,91 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 	if last {
 		want += int(tarPad(fileSize))
 	}
-	end := int64(ch.off) + int64(ch.cSize)
-	frameSize := int(a.t.frameSize) // in range: checkFrameSize at open
 	if len(ent.frames) == 0 {
 		ent.frames = a.frames.get(c)
-		if len(ent.frames) == 0 {
-			ent.frames = []frameLoc{{off: int64(ch.off)}}
-		}
 	}
-	walked := len(ent.frames)
+	fr, outcome, err := a.walkFrames(c, want, ent.frames, need)
+	ent.frames = fr
+	if err != nil || outcome != framesDecoded {
+		return span{}, outcome, err
+	}
+	// fa: the frame holding lo; fb: the first frame boundary at or past need.
+	fa, fb := 0, len(fr)-1
+	for fa+1 < len(fr) && int(fr[fa+1].u) <= lo {
+		fa++
+	}
+	for fb > fa+1 && int(fr[fb-1].u) >= need {
+		fb--
+	}
+	from, to := int(fr[fa].u), int(fr[fb].u)
+	// Room for a raw frame's checksum after its content (readFrames).
+	data := make([]byte, to-from, to-from+4)
+	if err := a.readFrames(fr, fa, fb, data, true); err != nil {
+		return span{}, 0, err
+	}
+	return span{start: from, data: data[:min(len(data), int(ch.uSize)-from)]}, framesDecoded, nil
+}
+
+// walkFrames finds the frames of chunk c (want: its size with its tar
+// padding) from the known ones on (fr; nil: none known yet) until they
+// reach chunk offset need or the chunk's end, and returns them (the
+// archive's memo keeps what was found). framesOne: the chunk is one
+// frame; framesTooMany: over maxChunkFrames. The error wraps
+// store.ErrCorrupt when the frames are damaged or are not the sizes the
+// format gives them.
+func (a *Archive) walkFrames(c uint32, want int, fr []frameLoc, need int) ([]frameLoc, int, error) {
+	ch := a.t.chunk(c)
+	end := int64(ch.off) + int64(ch.cSize)
+	frameSize := int(a.t.frameSize) // in range: checkFrameSize at open
+	if len(fr) == 0 {
+		fr = []frameLoc{{off: int64(ch.off)}}
+	}
+	walked := len(fr)
 	defer func() {
-		if len(ent.frames) > walked {
-			a.frames.put(c, ent.frames)
+		if len(fr) > walked {
+			a.frames.put(c, fr)
 		}
 	}()
-	if cur := ent.frames[len(ent.frames)-1]; cur.u < need && cur.off != end {
+	if cur := fr[len(fr)-1]; int(cur.u) < need && cur.off != end {
 		if p, ok := a.f.(rangePrefetcher); ok {
 			p.Prefetch(cur.off, end-cur.off)
 		}
 	}
 	for {
-		cur := ent.frames[len(ent.frames)-1]
-		if cur.u >= need || cur.off == end {
+		cur := &fr[len(fr)-1]
+		if int(cur.u) >= need || cur.off == end {
 			break
 		}
-		if len(ent.frames) > maxChunkFrames {
-			return span{}, framesTooMany, nil
+		if len(fr) > maxChunkFrames {
+			return fr, framesTooMany, nil
 		}
-		n, fcs, err := zstdFrameLen(a.f, cur.off, uint64(end))
+		s, err := zstdFrameShape(a.f, cur.off, uint64(end))
 		if err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {
-				return span{}, 0, fmt.Errorf("reading the archive: %w", err)
+				return fr, 0, fmt.Errorf("reading the archive: %w", err)
 			}
-			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk: %v", store.ErrCorrupt, len(ent.frames)-1, err)
+			return fr, 0, fmt.Errorf("%w: frame %d of the chunk: %v", store.ErrCorrupt, len(fr)-1, err)
 		}
-		if fcs <= 0 {
-			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk does not say its size", store.ErrCorrupt, len(ent.frames)-1)
+		if s.fcs <= 0 {
+			return fr, 0, fmt.Errorf("%w: frame %d of the chunk does not say its size", store.ErrCorrupt, len(fr)-1)
 		}
 		// Every frame holds the frame size, the chunk's last one the rest:
 		// a frame that says otherwise would shift every later frame's
 		// bytes to the wrong place in the file, with their checksums good.
-		if exp := min(frameSize, want-cur.u); fcs != int64(exp) {
-			return span{}, 0, fmt.Errorf("%w: frame %d of the chunk says it holds %d bytes, not %d", store.ErrCorrupt, len(ent.frames)-1, fcs, exp)
+		if exp := min(frameSize, want-int(cur.u)); s.fcs != int64(exp) {
+			return fr, 0, fmt.Errorf("%w: frame %d of the chunk says it holds %d bytes, not %d", store.ErrCorrupt, len(fr)-1, s.fcs, exp)
 		}
-		ent.frames = append(ent.frames, frameLoc{off: cur.off + n, u: cur.u + int(fcs)})
+		cur.kind, cur.body, cur.sum = s.kind, s.body, s.sum
+		fr = append(fr, frameLoc{off: cur.off + s.n, u: cur.u + int32(s.fcs)})
 	}
-	fr := ent.frames
-	if tail := fr[len(fr)-1]; tail.off == end && tail.u != want {
-		return span{}, 0, fmt.Errorf("%w: the chunk's frames hold %d bytes, the TOC says %d", store.ErrCorrupt, tail.u, want)
+	if tail := fr[len(fr)-1]; tail.off == end && int(tail.u) != want {
+		return fr, 0, fmt.Errorf("%w: the chunk's frames hold %d bytes, the TOC says %d", store.ErrCorrupt, tail.u, want)
 	}
-	if len(fr) == 2 && fr[1].u == want {
-		return span{}, framesOne, nil
+	if len(fr) == 2 && int(fr[1].u) == want {
+		return fr, framesOne, nil
 	}
-	// fa: the frame holding lo; fb: the first frame boundary at or past need.
-	fa, fb := 0, len(fr)-1
-	for fa+1 < len(fr) && fr[fa+1].u <= lo {
-		fa++
-	}
-	for fb > fa+1 && fr[fb-1].u >= need {
-		fb--
-	}
-	from, to := fr[fa], fr[fb]
-	bp := framePool.get(int(to.off - from.off))
-	defer framePool.put(bp)
-	buf := bp.b
-	if _, err := a.f.ReadAt(buf, from.off); err != nil {
-		return span{}, 0, fmt.Errorf("reading the archive: %w", err)
-	}
-	data, err := decodeWholeFrame(buf, to.u-from.u)
-	if err != nil {
-		return span{}, 0, fmt.Errorf("%w: frames %d-%d of the chunk: %v", store.ErrCorrupt, fa, fb-1, err)
-	}
-	if len(data) != to.u-from.u {
-		return span{}, 0, fmt.Errorf("%w: frames %d-%d of the chunk decoded to %d bytes, expected %d", store.ErrCorrupt, fa, fb-1, len(data), to.u-from.u)
-	}
-	return span{start: from.u, data: data[:min(len(data), int(ch.uSize)-from.u)]}, framesDecoded, nil
+	return fr, framesDecoded, nil
 }
 
 // spanFor returns a decoded span that holds chunk bytes lo..need.

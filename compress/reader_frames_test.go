@@ -39,7 +39,7 @@ func chunkFrames(t *testing.T, a *Archive, path string, k uint32) []frameLoc {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fr = append(fr, frameLoc{off: cur.off + n, u: cur.u + int(fcs)})
+		fr = append(fr, frameLoc{off: cur.off + n, u: cur.u + int32(fcs)})
 	}
 	return fr
 }

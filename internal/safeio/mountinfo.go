@@ -17,6 +17,7 @@ import (
 
 // Mount is one line of /proc/self/mountinfo, the parts usmtkit uses.
 type Mount struct {
+	ID         uint64 // the mount's id (what statx's STATX_MNT_ID gives)
 	Dev        uint64
 	Root       string   // the folder of the file system mounted here ("/" unless a bind mount of a subfolder)
 	MountPoint string   // where it is mounted
@@ -70,10 +71,12 @@ func ParseMountLine(line string) (m Mount, ok bool) {
 	}
 	ma, err1 := strconv.ParseUint(maj, 10, 32)
 	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if err1 != nil || err2 != nil {
+	id, err3 := strconv.ParseUint(fields[0], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return m, false
 	}
 	return Mount{
+		ID:         id,
 		Dev:        unix.Mkdev(uint32(ma), uint32(mi)),
 		Root:       unescapeMount(fields[3]),
 		MountPoint: unescapeMount(fields[4]),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,13 +44,50 @@ func (e *InsideError) Unwrap() error { return ErrInsideStore }
 // also judged by its target, since opening it without O_NOFOLLOW would
 // write there.
 //
-// Not caught: a bind mount of a folder *below* a store root mounted
-// somewhere else (nothing on the way up names the root) and an existing
-// output file that is a hard link of a store file. Writers never open an
-// existing output for writing (CreateAtomic renames a new file into
-// place), which keeps the second one harmless.
+// A bind mount of a folder *below* a store root, mounted somewhere else,
+// has nothing on the way up that names the root; it is caught by where
+// the folder lies in its file system (fsPath: the mount's root in
+// mountinfo and the path below the mount point, on the same device).
+//
+// Not caught: an existing output file that is a hard link of a store
+// file. Writers never open an existing output for writing (CreateAtomic
+// renames a new file into place), which keeps it harmless.
 func CheckOutside(out string, roots []string) error {
 	return checkOutside(out, out, roots, 0)
+}
+
+// fsLoc is where a path lies in its file system: the device and the path
+// from the file system's own root, whatever mount (or bind mount) it is
+// reached through.
+type fsLoc struct {
+	dev  uint64
+	path string
+}
+
+// fsPath returns the fsLoc of real (absolute, symlinks resolved, existing):
+// statx names the mount it is reached through, mountinfo that mount's root
+// within the file system. ok is false when the kernel does not say.
+func fsPath(real string, ms []Mount) (fsLoc, bool) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, real, 0, unix.STATX_MNT_ID, &stx); err != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return fsLoc{}, false
+	}
+	for _, m := range ms {
+		if m.ID != stx.Mnt_id {
+			continue
+		}
+		rel, err := filepath.Rel(m.MountPoint, real)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return fsLoc{}, false
+		}
+		return fsLoc{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), path: filepath.Join(m.Root, rel)}, true
+	}
+	return fsLoc{}, false
+}
+
+// within tells whether loc is root or below it.
+func (loc fsLoc) within(root fsLoc) bool {
+	return loc.dev == root.dev && (root.path == "/" || loc.path == root.path || strings.HasPrefix(loc.path, root.path+"/"))
 }
 
 func checkOutside(shown, out string, roots []string, depth int) error {
@@ -67,19 +105,41 @@ func checkOutside(shown, out string, roots []string, depth int) error {
 	if err != nil {
 		return fmt.Errorf("resolving %s: %w", shown, err)
 	}
+	inside := func(r string, self bool) error {
+		e := &InsideError{Out: shown, Root: r, Self: self}
+		if depth > 0 {
+			e.Via = out
+		}
+		return e
+	}
+	existing := "" // the deepest folder of the path that exists
 	for p := real; ; p = filepath.Dir(p) {
 		var st unix.Stat_t
 		if unix.Stat(p, &st) == nil {
 			if r, ok := ids[FileID{st.Dev, st.Ino}]; ok {
-				e := &InsideError{Out: shown, Root: r, Self: p == real}
-				if depth > 0 {
-					e.Via = out
-				}
-				return e
+				return inside(r, p == real)
+			}
+			if existing == "" {
+				existing = p
 			}
 		}
 		if p == "/" || p == "." || filepath.Dir(p) == p {
 			break
+		}
+	}
+	if existing != "" {
+		if ms, err := Mounts(); err == nil {
+			if at, ok := fsPath(existing, ms); ok {
+				for _, r := range roots {
+					rr, err := RealPath(r)
+					if err != nil {
+						continue
+					}
+					if root, ok := fsPath(rr, ms); ok && at.within(root) {
+						return inside(r, existing == real && at == root)
+					}
+				}
+			}
 		}
 	}
 	abs, err := filepath.Abs(out)

@@ -360,6 +360,29 @@ func TestCheckOutside(t *testing.T) {
 		if err := CheckOutside(bind+"/USMT/m.txt", roots); !errors.Is(err, ErrInsideStore) {
 			t.Errorf("output under a bind mount of the store: %v", err)
 		}
+		// A bind mount of a folder below the root: nothing on the way up
+		// names the root, but the folder is still the store's.
+		sub := base + "/bindsub"
+		os.Mkdir(sub, 0o755)
+		if err := unix.Mount(store+"/USMT/File", sub, "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind mount: %v", err)
+		}
+		defer unix.Unmount(sub, unix.MNT_DETACH)
+		for _, out := range []string{sub + "/m.txt", sub + "/C$/new/folder/m.txt", sub} {
+			if err := CheckOutside(out, roots); !errors.Is(err, ErrInsideStore) || !strings.Contains(err.Error(), "inside the store "+store) {
+				t.Errorf("%s, under a bind mount of a folder below the store: %v", out, err)
+			}
+		}
+		// A bind mount of a folder beside the store is not the store.
+		side := base + "/bindside"
+		os.Mkdir(side, 0o755)
+		if err := unix.Mount(base+"/out", side, "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind mount: %v", err)
+		}
+		defer unix.Unmount(side, unix.MNT_DETACH)
+		if err := CheckOutside(side+"/m.txt", roots); err != nil {
+			t.Errorf("under a bind mount of a folder beside the store: %v", err)
+		}
 	}
 
 	below, err := RootsBelow(base, roots)

@@ -60,6 +60,10 @@ type Options struct {
 	Logger *log.Logger
 	// Stats, when set, records how long requests take (stats.go).
 	Stats *Stats
+	// MaxInodes is about how many inodes the kernel may keep looked up
+	// before the oldest are handed back to it (inodecap.go): 0 means
+	// DefaultMaxInodes, a negative value no limit.
+	MaxInodes int
 }
 
 // FS is a store (or a share of stores) adapted for go-fuse. Root gives the
@@ -81,6 +85,7 @@ type FS struct {
 	handles  atomic.Int64  // OPEN requests answered with a file handle (tests)
 	open     openHandles   // file handles not released yet
 	flushes  atomic.Int64  // FLUSH requests (tests)
+	inodes   *inodeCap     // the inodes the kernel holds, oldest first
 }
 
 // tree is one store as shown in the mount.
@@ -154,6 +159,14 @@ func newFS(o Options) *FS {
 	o.Umask &= 0o777
 	f := &FS{opts: o, born: time.Now(), feeding: make(chan struct{}, maxFeeders)}
 	f.kept.max = maxOpenFiles
+	limit := o.MaxInodes
+	switch {
+	case limit == 0:
+		limit = DefaultMaxInodes
+	case limit < 0:
+		limit = 0
+	}
+	f.inodes = newInodeCap(limit)
 	return f
 }
 

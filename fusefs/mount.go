@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,12 +49,15 @@ type Server struct {
 	// still falls back to normal reads if the first registration fails.)
 	Passthrough bool
 	fsys        *FS
+	stopPrune   chan struct{}
+	pruneOnce   sync.Once
 }
 
 // Wait waits until the mount ends (unmounted, or the server stopped), then
 // closes the store files the kernel left open (openHandles).
 func (s *Server) Wait() {
 	s.Server.Wait()
+	s.stopPruning()
 	if n := s.fsys.open.closeAll(); n > 0 {
 		s.fsys.logf("closed %d store files the kernel had not released when the mount ended", n)
 	}
@@ -109,8 +113,11 @@ func (f *FS) Mount(mnt string, c MountConfig) (*Server, error) {
 	if err != nil {
 		return nil, mountError(mnt, c, err)
 	}
-	s := &Server{Server: srv, Mountpoint: mnt, fsys: f}
+	s := &Server{Server: srv, Mountpoint: mnt, fsys: f, stopPrune: make(chan struct{})}
 	f.mounted.Store(true)
+	if f.inodes.limit > 0 {
+		go f.inodes.prune(srv, s.stopPrune)
+	}
 	// Requests may already arrive: until this is set files are opened
 	// with handles, which keep working after it (openless.go).
 	f.noOpen.Store(f.archivesOnly() && srv.KernelSettings().Flags64()&fuse.CAP_NO_OPEN_SUPPORT != 0)
@@ -153,4 +160,19 @@ func tuneReadahead(mnt string) {
 	}
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
 	_ = os.WriteFile(p, []byte(strconv.Itoa(readaheadKB)), 0)
+}
+
+// stopPruning ends the inodeCap's goroutine (once; Wait may be called
+// more than once).
+func (s *Server) stopPruning() {
+	s.pruneOnce.Do(func() { close(s.stopPrune) })
+}
+
+// Unmount unmounts and, once it worked, stops the inodeCap's goroutine.
+func (s *Server) Unmount() error {
+	err := s.Server.Unmount()
+	if err == nil {
+		s.stopPruning()
+	}
+	return err
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // node is every inode of the mount. Its fields never change after
-// creation, so methods need no lock.
+// creation, so methods need no lock; the links of the inode list
+// (capPrev, capNext, capLive) are the inodeCap's, under its lock.
 type node struct {
 	gofs.Inode
 	fsys   *FS
@@ -25,6 +26,9 @@ type node struct {
 	mp     string       // path below the tree's top as the kernel spelled it; member name for kindNote
 	folded bool         // reached through a case-insensitive match
 	note   string       // kindNote: why; kindText: the content
+
+	capPrev, capNext *node // inodeCap's list, oldest first
+	capLive          bool  // in inodeCap's list
 }
 
 // childKid makes the kid for a store entry below n.
@@ -172,6 +176,9 @@ func (n *node) adopt(ctx context.Context, k kid, out *fuse.EntryOut) *gofs.Inode
 		child.e = child.t.rootE
 	}
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: k.mode, Ino: k.ino})
+	if in.Operations() == child {
+		n.fsys.inodes.add(child) // a new inode, not a live one found again
+	}
 	in.Operations().(*node).fillAttr(&out.Attr)
 	return in
 }

@@ -207,6 +207,7 @@ func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 // is never read again, so its kept file is closed now rather than when
 // the LRU pushes it out.
 func (n *node) OnForget() {
+	n.fsys.inodes.forget(n)
 	if n.kind == kindEntry && n.e != nil && n.e.Type == store.TypeFile {
 		n.fsys.kept.drop(n)
 	}

@@ -37,6 +37,7 @@ type mountOptions struct {
 	AllowOther      bool
 	CaseInsensitive bool
 	CacheSize       int // MiB of decoded archive chunks
+	MaxInodes       int // inodes the kernel may keep before the oldest are handed back; 0: no limit
 	Background      bool
 	LogFile         string
 	Debug           bool
@@ -98,6 +99,7 @@ Examples:
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf)"},
 			&cli.BoolFlag{Name: "case-insensitive", Usage: "find names that differ only in case, as Windows does (docs/mount.md: limits)"},
 			&cli.IntFlag{Name: "cache-size", Value: int(compress.DefaultCacheBytes >> 20), Usage: "MiB of decoded archive data kept in memory (archives only)"},
+			&cli.IntFlag{Name: "max-inodes", Value: fusefs.DefaultMaxInodes, Usage: "files and folders the kernel may keep looked up (about 1 KB of memory each) before the oldest are handed back to it; 0 = no limit"},
 			&cli.BoolFlag{Name: "background", Usage: "return once the mount is ready and keep serving in the background"},
 			&cli.StringFlag{Name: "log-file", Usage: "append the server's messages to this file (useful with --background)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
@@ -109,7 +111,7 @@ Examples:
 		Action: func(c *cli.Context) error {
 			o := &mountOptions{globalOptions: *globalsOf(c), View: c.String("view"), UID: c.Int("uid"), GID: c.Int("gid"),
 				Umask: c.String("umask"), AllowOther: c.Bool("allow-other"), CaseInsensitive: c.Bool("case-insensitive"),
-				CacheSize: c.Int("cache-size"), Background: c.Bool("background"), LogFile: c.String("log-file"),
+				CacheSize: c.Int("cache-size"), MaxInodes: c.Int("max-inodes"), Background: c.Bool("background"), LogFile: c.String("log-file"),
 				Debug: c.Bool("debug"), Plain: c.Bool("plain"), NoPassthrough: c.Bool("no-passthrough"), Stats: c.String("stats"),
 				ExperimentalMIG: c.Bool("experimental-mig")}
 			return runMount(c.Context, o, c.Args().Slice())
@@ -181,6 +183,9 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 	if o.CacheSize < 0 {
 		return exitcodes.Usagef(fmt.Sprintf("--cache-size takes MiB, 0 or more (got %d)", o.CacheSize))
 	}
+	if o.MaxInodes < 0 || o.MaxInodes > 0 && o.MaxInodes < 100 {
+		return exitcodes.Usagef(fmt.Sprintf("--max-inodes takes 100 or more, or 0 for no limit (got %d)", o.MaxInodes))
+	}
 	if o.Background {
 		return startBackground(ctx, o)
 	}
@@ -219,8 +224,11 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 		logw = lf
 	}
 	fopts := fusefs.Options{View: view, UID: uint32(os.Geteuid()), GID: uint32(os.Getegid()), Umask: uint32(umask),
-		CaseInsensitive: o.CaseInsensitive, NoPassthrough: o.NoPassthrough,
+		CaseInsensitive: o.CaseInsensitive, NoPassthrough: o.NoPassthrough, MaxInodes: o.MaxInodes,
 		Logger: log.New(logw, "usmtkit: ", log.LstdFlags)}
+	if o.MaxInodes == 0 {
+		fopts.MaxInodes = -1 // the CLI's 0 is fusefs's "no limit"
+	}
 	statsPath, err := checkStatsPath(o.Stats, roots)
 	if err != nil {
 		return err

@@ -68,7 +68,7 @@ func (a *Archive) decodeAhead(f *archiveFile, k int) {
 				// Errors need no handling here: damage is recorded in the
 				// cache (fill), and a reader that needs the chunk meets it
 				// or retries a failed read itself.
-				_, _, _, cb, _ := a.fill(f, uint32(k), ent, 0, int(cost), true)
+				_, _, _, _, cb, _ := a.fill(f, uint32(k), ent, 0, int(cost), true)
 				cb.unref()
 			}
 			ent.mu.Unlock()

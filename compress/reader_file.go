@@ -75,11 +75,12 @@ func (f *archiveFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // ReadAtFresh is ReadAt that also hands fresh, when it is not nil, the
-// spans of the file a random read had to decode and that were not decoded
-// before (cache hits are not reported, nor are the chunks of a sequential
-// walk, whose next bytes the reader will ask for anyway): the span's file
-// offset and its bytes, which are never modified afterwards and may be
-// kept. The FUSE adapter gives them to the kernel's page cache.
+// bytes of the file a random read decoded that a reader may ask for next
+// (see fill: a decoded prefix of a chunk at once, a run of frames when a
+// second read uses it; never the chunks of a sequential walk, whose next
+// bytes the reader will ask for anyway): their file offset and the bytes,
+// which are never modified afterwards and may be kept. The FUSE adapter
+// gives them to the kernel's page cache.
 //
 // A read that continues a sequential walk (or starts at offset 0) decodes
 // and verifies whole chunks. Any other read decodes a chunk only up to the end of the
@@ -185,7 +186,7 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 		lo := int(off + int64(n) - start)
 		need := int(min(end, f.ends[k]) - start)
 		// data holds the chunk's bytes from chunk offset base on.
-		data, base, from, cb, err := f.a.chunkData(f, uint32(k), lo, need, seq, tr)
+		data, base, feed, cb, err := f.a.chunkData(f, uint32(k), lo, need, seq, tr)
 		if err != nil {
 			return nil, n, err
 		}
@@ -196,8 +197,8 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 			k++
 			continue
 		}
-		if from >= 0 && from < len(data) && fresh != nil && !seq {
-			fresh(start+int64(base+from), data[from:])
+		if feed >= 0 && feed < len(data) && fresh != nil && !seq {
+			fresh(start+int64(base+feed), data[feed:])
 		}
 		if span && n == 0 && end <= f.ends[k] {
 			b := data[lo-base : need-base : need-base]
@@ -240,15 +241,14 @@ func searchEnds(ends []int64, off int64) int {
 // (chunk offsets), from the cache or decoded: the whole chunk, verified,
 // when full is set or need covers it; else the frames of the chunk that
 // hold them (reader_frames.go) or, in a chunk of one frame, its first
-// need bytes. data holds the chunk's bytes from chunk offset base on. from
-// is -1 when nothing was decoded, else the index in data where the bytes
-// not decoded before start (0 when the cache knew nothing of them). A
-// chunk found damaged stays damaged: every later read of it fails the
-// same way.
+// need bytes. data holds the chunk's bytes from chunk offset base on. feed
+// is the index in data from which its bytes are to be offered to the
+// kernel's page cache (ReadAtFresh), -1 for none. A chunk found damaged
+// stays damaged: every later read of it fails the same way.
 //
 // When data is in a pooled buffer (reader_bufs.go), cb holds a reference
 // to it that the caller drops (cb.unref) once done with data.
-func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, tr *ReadTrace) (data []byte, base, from int, cb *decodedBuf, err error) {
+func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, tr *ReadTrace) (data []byte, base, feed int, cb *decodedBuf, err error) {
 	c := f.first + k
 	size := int64(a.t.chunk(c).uSize)
 	expect := size // what this read will probably decode
@@ -264,14 +264,15 @@ func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, t
 	if tr == nil {
 		ent.mu.Lock()
 		defer ent.mu.Unlock()
-		return a.fill(f, k, ent, lo, need, full)
+		data, base, _, feed, cb, err = a.fill(f, k, ent, lo, need, full)
+		return data, base, feed, cb, err
 	}
 	t0 := time.Now()
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
 	t1 := time.Now()
 	c0 := threadCPU()
-	data, base, from, cb, err = a.fill(f, k, ent, lo, need, full)
+	data, base, from, feed, cb, err := a.fill(f, k, ent, lo, need, full)
 	c1 := threadCPU()
 	tr.Chunks++
 	tr.LockWait += t1.Sub(t0)
@@ -285,16 +286,26 @@ func (a *Archive) chunkData(f *archiveFile, k uint32, lo, need int, full bool, t
 		}
 		tr.Decoded += int64(len(data) - from)
 	}
-	return data, base, from, cb, err
+	return data, base, feed, cb, err
 }
 
-// fill is chunkData for an entry whose lock the caller holds. Whole
+// fill is chunkData for an entry whose lock the caller holds; from is -1
+// when nothing was decoded, else the index in data where the bytes not
+// decoded before start (0 when the cache knew nothing of them). Whole
 // chunks decoded for a sequential read (full) go into pooled buffers.
-func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, full bool) (data []byte, base, from int, cb *decodedBuf, err error) {
+//
+// What a random read decodes past its bytes is offered to the kernel's
+// page cache (feed) at once when it is a prefix of a chunk (format version
+// 1), but the frames of a version 2 chunk only when a second read uses
+// them: handing 128 KiB to the kernel for every random 4 KiB read was a
+// quarter of the server's CPU in the mount benchmark's random reads
+// (docs/mount.md, third round), where few reads land near an earlier one,
+// and a reader that does come back finds the frames in this cache.
+func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, full bool) (data []byte, base, from, feed int, cb *decodedBuf, err error) {
 	c := f.first + k
 	last := k == uint32(len(f.ends))-1
 	if ent.err != nil {
-		return nil, 0, -1, nil, f.chunkError(k, ent.err)
+		return nil, 0, -1, -1, nil, f.chunkError(k, ent.err)
 	}
 	if ent.pooled != nil && !ent.pooled.tryRef() {
 		// The entry left the cache and its buffer was given back while
@@ -302,7 +313,7 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 		ent.data, ent.done, ent.pooled = nil, false, nil
 	}
 	if len(ent.data) >= need && (ent.done || !full) {
-		return ent.data, 0, -1, ent.pooled, nil
+		return ent.data, 0, -1, -1, ent.pooled, nil
 	}
 	ent.pooled.unref() // not used: a prefix is replaced below (pooled data is whole, done)
 	pool := full
@@ -310,18 +321,21 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 	// also one that ends at the chunk's end (a PDF or ZIP reader starts
 	// with the last bytes of the file) or runs on into the next chunk.
 	if !full && (lo > 0 || need < int(a.t.chunk(c).uSize)) && a.ft.version > formatSingleFrame {
-		if sp, ok := ent.spanFor(lo, need); ok {
-			return sp.data, sp.start, -1, nil, nil
+		if sp, touched, ok := ent.spanFor(lo, need); ok {
+			if feed = 0; touched {
+				feed = -1 // offered already
+			}
+			return sp.data, sp.start, -1, feed, nil, nil
 		}
 		sp, ok, err := a.decodeFrames(c, last, f.size, ent, lo, need)
 		if err != nil {
-			return nil, 0, -1, nil, a.chunkFailed(f, k, ent, err)
+			return nil, 0, -1, -1, nil, a.chunkFailed(f, k, ent, err)
 		}
 		switch ok {
 		case framesDecoded:
 			ent.addSpan(sp)
 			a.cache.resize(ent)
-			return sp.data, sp.start, 0, nil, nil
+			return sp.data, sp.start, 0, -1, nil, nil
 		case framesTooMany:
 			full = true
 		}
@@ -346,7 +360,7 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 	}
 	if err != nil {
 		newBuf.unref()
-		return nil, 0, -1, nil, a.chunkFailed(f, k, ent, err)
+		return nil, 0, -1, -1, nil, a.chunkFailed(f, k, ent, err)
 	}
 	from = len(ent.data)
 	ent.data, ent.done, ent.pooled = data, done, newBuf
@@ -359,7 +373,7 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 		ent.owned.Store(newBuf)
 	}
 	a.cache.resize(ent)
-	return data, 0, from, newBuf, nil
+	return data, 0, from, from, newBuf, nil
 }
 
 // chunkFailed records damage found in chunk k (every later read of it

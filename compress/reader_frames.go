@@ -53,10 +53,13 @@ func checkFrameSize(ft *footer, t *toc) error {
 	return nil
 }
 
-// span is decoded bytes of a chunk, from chunk offset start on.
+// span is decoded bytes of a chunk, from chunk offset start on. touched:
+// a read after the one that decoded it used it (its bytes are then offered
+// to the kernel's page cache, see archiveFile.ReadAtFresh).
 type span struct {
-	start int
-	data  []byte
+	start   int
+	data    []byte
+	touched bool
 }
 
 // maxChunkFrames bounds the frames a reader tracks in one chunk: a 64 MiB
@@ -177,14 +180,17 @@ func (a *Archive) walkFrames(c uint32, want int, fr []frameLoc, need int) ([]fra
 	return fr, framesDecoded, nil
 }
 
-// spanFor returns a decoded span that holds chunk bytes lo..need.
-func (ent *cacheEnt) spanFor(lo, need int) (span, bool) {
-	for _, sp := range ent.spans {
-		if sp.start <= lo && sp.start+len(sp.data) >= need {
-			return sp, true
+// spanFor returns a decoded span that holds chunk bytes lo..need, and
+// whether it was used before this call (it is marked used).
+func (ent *cacheEnt) spanFor(lo, need int) (sp span, touched, ok bool) {
+	for i := range ent.spans {
+		if sp := &ent.spans[i]; sp.start <= lo && sp.start+len(sp.data) >= need {
+			touched = sp.touched
+			sp.touched = true
+			return *sp, touched, true
 		}
 	}
-	return span{}, false
+	return span{}, false, false
 }
 
 // addSpan keeps a decoded span, dropping those it overlaps: the spans of

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -357,5 +358,42 @@ func TestFramedConcurrentReads(t *testing.T) {
 	defer a.cache.mu.Unlock()
 	if a.cache.used > bound {
 		t.Errorf("cache holds %d bytes, bound %d", a.cache.used, bound)
+	}
+}
+
+// TestFramedFeedOnSecondRead: the frames a random read decodes are
+// offered to the page cache (ReadAtFresh's fresh) only when a second read
+// uses them, once, with the right bytes and offset.
+func TestFramedFeedOnSecondRead(t *testing.T) {
+	_, path, want := framedArchive(t)
+	a := openArchive(t, path)
+	f := openBig(t, a)
+	var got [][2]int64
+	read := func(off int64) {
+		t.Helper()
+		f.next.Store(math.MinInt64 / 2) // a random read, not a walk
+		buf := make([]byte, 100)
+		n, err := f.ReadAtFresh(buf, off, func(o int64, d []byte) {
+			got = append(got, [2]int64{o, int64(len(d))})
+			if !bytes.Equal(d, want[o:o+int64(len(d))]) {
+				t.Errorf("fresh bytes at %d differ", o)
+			}
+		})
+		if err != nil || !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	frame := int64(partialChunk + 5*testFrame)
+	read(frame + 1000)
+	if len(got) != 0 {
+		t.Fatalf("the first read offered %v", got)
+	}
+	read(frame + 9000)
+	if len(got) != 1 || got[0] != [2]int64{frame, testFrame} {
+		t.Fatalf("the second read offered %v, want the frame at %d", got, frame)
+	}
+	read(frame + 20000)
+	if len(got) != 1 {
+		t.Fatalf("a third read offered the frame again: %v", got)
 	}
 }

@@ -545,9 +545,10 @@ func TestCheckOverlap(t *testing.T) {
 	}
 }
 
-// TestMountArchivePageCache: what a random read decodes beyond the
-// request goes to the kernel's page cache, and a later read there is
-// answered by the kernel without a READ request.
+// TestMountArchivePageCache: the frame a random read decoded goes to the
+// kernel's page cache once a second read uses it (not after the first:
+// most random reads are never followed by another nearby), and a later
+// read there is answered by the kernel without a READ request.
 func TestMountArchivePageCache(t *testing.T) {
 	requireFUSE(t)
 	vol := fixtures.HardLinkStore(t, t.TempDir()) // holds a 3 MiB file
@@ -593,13 +594,25 @@ func TestMountArchivePageCache(t *testing.T) {
 			t.Fatalf("read at %d: %d bytes, %v", off, n, err)
 		}
 	}
-	// Chunk 1, near its end: decodes the frame that holds 900 KiB.
+	// Chunk 1, near its end: decodes the frame that holds 900 KiB, and
+	// gives none of it to the page cache.
 	check(1<<20 + 900<<10)
+	time.Sleep(100 * time.Millisecond)
+	if n := f.FedBytes(); n != 0 {
+		t.Fatalf("%d bytes given to the page cache after one random read", n)
+	}
+	// A second read in that frame (896-1024 KiB) is answered from the
+	// archive's cache and hands the frame to the kernel.
+	reads0 := f.ReadCount()
+	check(1<<20 + 1000<<10)
+	if f.ReadCount() == reads0 {
+		t.Fatalf("the second read did not reach the server")
+	}
 	for i := 0; f.FedBytes() == 0 && i < 200; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if f.FedBytes() == 0 {
-		t.Fatalf("nothing given to the page cache after a random read")
+		t.Fatalf("nothing given to the page cache after a second read in a frame")
 	}
 	// The kernel's asynchronous readahead after the first read and the
 	// background page-cache feeding may still be running: wait until both
@@ -613,7 +626,7 @@ func TestMountArchivePageCache(t *testing.T) {
 		}
 		quiet++
 	}
-	// The start of that frame: decoded by the first read, before its request.
+	// The start of that frame: decoded by the first read, before both requests.
 	check(1<<20 + (900<<10)/compress.DefaultFrameSize*compress.DefaultFrameSize)
 	if f.ReadCount() != reads {
 		t.Errorf("a read of data given to the page cache reached the server")

@@ -101,6 +101,16 @@ type tree struct {
 	passthrough      bool  // the store's files have descriptors (directory stores)
 }
 
+// StoreRoots are the roots of every store shown (with --all-volumes, the
+// store's other volumes too): nothing may be mounted or written in them.
+func (f *FS) StoreRoots() []string {
+	var out []string
+	for _, t := range f.trees {
+		out = append(out, t.st.Info().Roots...)
+	}
+	return out
+}
+
 // Member is one store of a state migration point share copy.
 type Member struct {
 	Name  string      // folder name in the mount (the store id)

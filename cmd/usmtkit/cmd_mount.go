@@ -254,6 +254,16 @@ func mount(ctx context.Context, o *mountOptions, args []string) error {
 		return err
 	}
 	defer closeStores()
+	// The stores' roots as opened: with --all-volumes they include the
+	// store's other volumes, which the mount point and --stats must keep
+	// out of too.
+	all := fsys.StoreRoots()
+	if err := fusefs.CheckOverlap(mnt, all); err != nil {
+		return err
+	}
+	if _, err := checkStatsPath(o.Stats, all); err != nil {
+		return err
+	}
 
 	tuneGC()
 	srv, err := fsys.Mount(mnt, fusefs.MountConfig{

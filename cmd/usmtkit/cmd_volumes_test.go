@@ -106,6 +106,22 @@ func TestVolumesFoundAndMerged(t *testing.T) {
 		t.Errorf("verify --all-volumes: exit %d: %s %s", code, out, errOut)
 	}
 	dest := filepath.Join(t.TempDir(), "out")
+	// mount --all-volumes keeps its mount point and --stats out of the
+	// volumes it added, not only out of the one given.
+	inD := filepath.Join(sd.StorePath, "mnt")
+	if err := os.Mkdir(inD, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCLI(t, "mount", "--all-volumes", hc.StorePath, inD)
+	if code != exitcodes.Failure || !strings.Contains(errOut, "is inside the store "+sd.StorePath) {
+		t.Errorf("mount --all-volumes onto the other volume's store: exit %d: %s", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "mount", "--all-volumes", "--stats", filepath.Join(sd.StorePath, "stats.json"), hc.StorePath, emptyDir(t))
+	if code != exitcodes.Usage || !strings.Contains(errOut, "--stats") {
+		t.Errorf("mount --all-volumes --stats into the other volume's store: exit %d: %s", code, errOut)
+	}
+	os.Remove(inD)
+
 	code, _, errOut = runCLI(t, "extract", hc.StorePath, dest, "--all-volumes")
 	if code != 0 {
 		t.Fatalf("extract --all-volumes: exit %d: %s", code, errOut)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -92,7 +93,7 @@ func TestPooledBuffers(t *testing.T) {
 	}
 	// Closed archives give back every buffer mapped outside the heap: what
 	// is left is the free lists.
-	if got, most := offHeapMapped.Load(), int64(maxFreeDecodedBufs*pooledChunkBytes+maxPooledFrames*maxPooledFrameBytes); got > most {
+	if got, most := offHeapMapped.Load(), int64(maxFreeDecodedBufs*pooledChunkBytes+maxPooledFrames*maxPooledFrameBytes+maxFreeSpanBufs*spanBufBytes); got > most {
 		t.Errorf("%d bytes still mapped after the archives were closed, want at most the free lists' %d", got, most)
 	}
 }
@@ -119,7 +120,7 @@ func TestDroppedArchiveReleasesBuffers(t *testing.T) {
 		f.Close()
 		// a is dropped here without Close.
 	}
-	free := int64(maxFreeDecodedBufs*pooledChunkBytes + maxPooledFrames*maxPooledFrameBytes)
+	free := int64(maxFreeDecodedBufs*pooledChunkBytes + maxPooledFrames*maxPooledFrameBytes + maxFreeSpanBufs*spanBufBytes)
 	for range 3 {
 		read()
 	}
@@ -229,5 +230,52 @@ func TestWindowedWholeChunk(t *testing.T) {
 		if _, err := g.ReadAt(buf, partialChunk); !errors.Is(err, store.ErrCorrupt) {
 			t.Errorf("frames of %d: sequential read of damaged chunk 1: %v", fs, err)
 		}
+	}
+}
+
+// TestSpanBufs: the frames random reads decode go into pooled buffers
+// (reader_bufs.go) that are reused as the cache evicts them; reads from
+// several goroutines, with a cache of a few frames, get the right bytes
+// (run with -race), a frame read twice is offered to the page cache as a
+// copy, and a closed archive gives every span buffer back.
+func TestSpanBufs(t *testing.T) {
+	_, path, want := framedArchive(t)
+	a, err := Open(path, ReaderOptions{CacheBytes: 4 * testFrame})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := offHeapMaps.Load()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := openBig(t, a)
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			buf := make([]byte, 4096)
+			for range 300 {
+				off := r.Int64N(int64(len(want)) - 4096)
+				f.next.Store(math.MinInt64 / 2) // random, not a walk
+				n, err := f.ReadAtFresh(buf, off, func(o int64, d []byte) {
+					if !bytes.Equal(d, want[o:o+int64(len(d))]) {
+						t.Errorf("fed bytes at %d differ", o)
+					}
+				})
+				if err != nil || !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+					t.Errorf("read at %d: %v", off, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// 1200 frame decodes; a few dozen buffers mapped at most.
+	if n := offHeapMaps.Load() - maps; n == 0 || n > 100 {
+		t.Errorf("%d buffers mapped for 1200 random reads", n)
+	}
+	a.Close()
+	most := int64(maxFreeDecodedBufs*pooledChunkBytes + maxPooledFrames*maxPooledFrameBytes + maxFreeSpanBufs*spanBufBytes)
+	if got := offHeapMapped.Load(); got > most {
+		t.Errorf("%d bytes still mapped after Close, want at most the free lists' %d", got, most)
 	}
 }

@@ -42,6 +42,52 @@ type cacheEnt struct {
 	// far and the decoded runs of frames that are not a prefix.
 	frames []frameLoc
 	spans  []span
+	// own holds the entry's references to its spans' pooled buffers
+	// (reader_bufs.go); released: the entry left the cache and dropped
+	// them. Under ownMu, not mu: remove takes them under the cache's lock
+	// while a reader may hold the entry's.
+	ownMu    sync.Mutex
+	own      []*decodedBuf
+	released bool
+}
+
+// keep gives the entry the reference cb's caller holds for it, or drops
+// it when the entry has left the cache.
+func (ent *cacheEnt) keep(cb *decodedBuf) {
+	ent.ownMu.Lock()
+	if ent.released {
+		ent.ownMu.Unlock()
+		cb.unref()
+		return
+	}
+	ent.own = append(ent.own, cb)
+	ent.ownMu.Unlock()
+}
+
+// disown drops the entry's reference to cb, if it still holds one.
+func (ent *cacheEnt) disown(cb *decodedBuf) {
+	ent.ownMu.Lock()
+	for i, o := range ent.own {
+		if o == cb {
+			ent.own = append(ent.own[:i], ent.own[i+1:]...)
+			ent.ownMu.Unlock()
+			cb.unref()
+			return
+		}
+	}
+	ent.ownMu.Unlock()
+}
+
+// releaseSpans drops the entry's references to its spans' buffers, for
+// good: the entry has left the cache (or was never in it).
+func (ent *cacheEnt) releaseSpans() {
+	ent.ownMu.Lock()
+	own := ent.own
+	ent.own, ent.released = nil, true
+	ent.ownMu.Unlock()
+	for _, cb := range own {
+		cb.unref()
+	}
 }
 
 func newChunkCache(max int64) *chunkCache {
@@ -93,6 +139,7 @@ func (cc *chunkCache) resize(ent *cacheEnt) {
 		// pooled buffer was recorded): nothing else will drop the entry's
 		// reference to that buffer.
 		ent.owned.Swap(nil).unref()
+		ent.releaseSpans()
 		return
 	}
 	cc.used += held - ent.cost
@@ -108,6 +155,7 @@ func (cc *chunkCache) remove(el *list.Element) {
 	delete(cc.ents, ent.c)
 	cc.used -= ent.cost
 	ent.owned.Swap(nil).unref()
+	ent.releaseSpans()
 }
 
 // release drops every entry (their pooled buffers go back, reader_bufs.go)

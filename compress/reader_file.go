@@ -1,6 +1,7 @@
 package compress
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -95,8 +96,9 @@ func (f *archiveFile) ReadAtFresh(p []byte, off int64, fresh func(off int64, dat
 // asked for lie in one chunk, it returns them as a slice of the decoded
 // chunk (read-only: decoded data is never modified, and it may be kept,
 // e.g. until a FUSE reply is written), else it fills p and returns p[:n].
-// Whole chunks decoded for a sequential walk are always copied into p:
-// their buffers are reused (reader_bufs.go).
+// Whole chunks decoded for a sequential walk and frames decoded into
+// pooled buffers are always copied into p: their buffers are reused
+// (reader_bufs.go).
 // A short result with io.EOF means the end of the file.
 func (f *archiveFile) ReadSpan(p []byte, off int64, fresh func(off int64, data []byte)) ([]byte, error) {
 	return f.ReadSpanTraced(p, off, fresh, nil)
@@ -192,6 +194,9 @@ func (f *archiveFile) read(p []byte, off int64, fresh func(off int64, data []byt
 		}
 		if cb != nil {
 			// A pooled buffer is copied out, never handed on.
+			if feed >= 0 && feed < len(data) && fresh != nil && !seq {
+				fresh(start+int64(base+feed), bytes.Clone(data[feed:]))
+			}
 			n += copy(p[n:], data[lo-base:need-base])
 			cb.unref()
 			k++
@@ -325,7 +330,12 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 			if feed = 0; touched {
 				feed = -1 // offered already
 			}
-			return sp.data, sp.start, -1, feed, nil, nil
+			if sp.cb == nil || sp.cb.tryRef() {
+				return sp.data, sp.start, -1, feed, sp.cb, nil
+			}
+			// The entry left the cache while this read waited, and its
+			// pooled spans were given back: decode again.
+			ent.spans = nil
 		}
 		sp, ok, err := a.decodeFrames(c, last, f.size, ent, lo, need)
 		if err != nil {
@@ -333,9 +343,12 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 		}
 		switch ok {
 		case framesDecoded:
+			if sp.cb != nil {
+				sp.cb.refs.Add(1) // this read's; the one from newSpanBuf goes to the entry
+			}
 			ent.addSpan(sp)
 			a.cache.resize(ent)
-			return sp.data, sp.start, 0, -1, nil, nil
+			return sp.data, sp.start, 0, -1, sp.cb, nil
 		case framesTooMany:
 			full = true
 		}
@@ -365,7 +378,7 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 	from = len(ent.data)
 	ent.data, ent.done, ent.pooled = data, done, newBuf
 	if done {
-		ent.spans = nil
+		ent.dropSpans()
 	}
 	if newBuf != nil {
 		// The entry's reference, and one for this read.

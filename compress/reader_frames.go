@@ -60,6 +60,7 @@ type span struct {
 	start   int
 	data    []byte
 	touched bool
+	cb      *decodedBuf // data's pooled buffer (reader_bufs.go), or nil
 }
 
 // maxChunkFrames bounds the frames a reader tracks in one chunk: a 64 MiB
@@ -111,11 +112,19 @@ func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEn
 	}
 	from, to := int(fr[fa].u), int(fr[fb].u)
 	// Room for a raw frame's checksum after its content (readFrames).
-	data := make([]byte, to-from, to-from+4)
+	var cb *decodedBuf
+	var data []byte
+	if spanPoolable(to - from) {
+		cb = newSpanBuf(to - from)
+		data = cb.b
+	} else {
+		data = make([]byte, to-from, to-from+4)
+	}
 	if err := a.readFrames(fr, fa, fb, data, true); err != nil {
+		cb.unref()
 		return span{}, 0, err
 	}
-	return span{start: from, data: data[:min(len(data), int(ch.uSize)-from)]}, framesDecoded, nil
+	return span{start: from, data: data[:min(len(data), int(ch.uSize)-from)], cb: cb}, framesDecoded, nil
 }
 
 // walkFrames finds the frames of chunk c (want: its size with its tar
@@ -195,16 +204,32 @@ func (ent *cacheEnt) spanFor(lo, need int) (sp span, touched, ok bool) {
 
 // addSpan keeps a decoded span, dropping those it overlaps: the spans of
 // an entry never overlap, so together they hold at most the chunk's size,
-// which is what the cache counts for the entry.
+// which is what the cache counts for the entry. A pooled span's reference
+// (from newSpanBuf) goes to the entry.
 func (ent *cacheEnt) addSpan(sp span) {
 	end := sp.start + len(sp.data)
 	kept := ent.spans[:0]
 	for _, o := range ent.spans {
 		if o.start+len(o.data) <= sp.start || o.start >= end {
 			kept = append(kept, o)
+		} else if o.cb != nil {
+			ent.disown(o.cb)
 		}
 	}
 	ent.spans = append(kept, sp)
+	if sp.cb != nil {
+		ent.keep(sp.cb)
+	}
+}
+
+// dropSpans forgets every span of the entry.
+func (ent *cacheEnt) dropSpans() {
+	for _, o := range ent.spans {
+		if o.cb != nil {
+			ent.disown(o.cb)
+		}
+	}
+	ent.spans = nil
 }
 
 // frameMemo keeps the frame locations found in chunks (frameLoc lists,

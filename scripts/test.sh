@@ -47,6 +47,7 @@ s3dir=$(mktemp -d /tmp/usmtkit-s3.XXXXXX)
 # of this run, so the leftover-mount check at the end looks at this run's
 # mounts only, not at benchmarks or other checkouts' tests on the machine.
 run_tmp=$(mktemp -d /tmp/usmtkit-run.XXXXXX)
+chmod 1777 "$run_tmp" # like /tmp: tests run some commands as another user
 # mounts_below DIR: the mount points at or below DIR (mountinfo field 5).
 mounts_below() { awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo; }
 cleanup() {

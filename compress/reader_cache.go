@@ -170,6 +170,19 @@ func (cc *chunkCache) release() {
 	}
 }
 
+// forget drops ent, whose lock the caller holds, from the cache (it
+// keeps using what the entry holds).
+func (cc *chunkCache) forget(ent *cacheEnt) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if el, ok := cc.ents[ent.c]; ok && el.Value.(*cacheEnt) == ent {
+		cc.remove(el)
+		return
+	}
+	ent.owned.Swap(nil).unref()
+	ent.releaseSpans()
+}
+
 // has reports whether chunk c is cached (whole or in part).
 func (cc *chunkCache) has(c uint32) bool {
 	cc.mu.Lock()

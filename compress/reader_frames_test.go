@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usmtkit/usmtkit/fixtures"
 	"github.com/usmtkit/usmtkit/internal/storetest"
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -395,5 +396,46 @@ func TestFramedFeedOnSecondRead(t *testing.T) {
 	read(frame + 20000)
 	if len(got) != 1 {
 		t.Fatalf("a third read offered the frame again: %v", got)
+	}
+}
+
+// TestWholeChunkReadNotKept: a random read that takes a whole chunk from
+// its start (a small file read at once) leaves nothing in the cache, and
+// reads of it again still return the right bytes; a read of part of a
+// chunk keeps what it decoded.
+func TestWholeChunkReadNotKept(t *testing.T) {
+	dir := t.TempDir()
+	small := fixtures.Text("s", 50_000)
+	if err := (fixtures.Tree{"small.txt": fixtures.File{Data: small}}).Build(dir); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := writeArchive(t, openPlain(t, dir), WriteOptions{})
+	a := openArchive(t, path)
+	e, err := a.Stat("small.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, err := a.Open(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := sf.(*archiveFile)
+	for range 2 {
+		buf := make([]byte, 64<<10)
+		n, err := f.ReadAt(buf, 0)
+		if n != len(small) || !errors.Is(err, io.EOF) || !bytes.Equal(buf[:n], small) {
+			t.Fatalf("whole read: %d, %v", n, err)
+		}
+		if cachedEnt(a, f.first) != nil {
+			t.Fatal("a chunk read whole by one read stayed in the cache")
+		}
+	}
+	f.next.Store(math.MinInt64 / 2)
+	buf := make([]byte, 100)
+	if n, err := f.ReadAt(buf, 1000); err != nil || !bytes.Equal(buf[:n], small[1000:1100]) {
+		t.Fatalf("part read: %d, %v", n, err)
+	}
+	if cachedEnt(a, f.first) == nil {
+		t.Fatal("a read of part of a chunk kept nothing")
 	}
 }

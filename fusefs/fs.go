@@ -86,6 +86,7 @@ type FS struct {
 	open     openHandles   // file handles not released yet
 	flushes  atomic.Int64  // FLUSH requests (tests)
 	inodes   *inodeCap     // the inodes the kernel holds, oldest first
+	backings *backings     // passthrough ids kept across opens (backing.go); nil unless mounted with passthrough
 }
 
 // tree is one store as shown in the mount.

@@ -100,6 +100,11 @@ func (f *FS) mountOptions(mnt string, c MountConfig) *gofs.Options {
 		DirectMountFlags:  syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 		MaxStackDepth:     1,
 	}
+	if f.passthroughExpected() {
+		// No READ is expected: the request buffers (one per reader,
+		// MaxWrite each, plus go-fuse's pool) would be memory for nothing.
+		o.MountOptions.MaxWrite = passthroughMaxWrite
+	}
 	if c.PanicHandler != nil {
 		o.MountOptions.PanicHandler = c.PanicHandler
 	}
@@ -109,7 +114,12 @@ func (f *FS) mountOptions(mnt string, c MountConfig) *gofs.Options {
 // Mount mounts f on mnt and starts serving. The caller checks the
 // mountpoint first (CheckMountpoint) and stops with Server.Unmount.
 func (f *FS) Mount(mnt string, c MountConfig) (*Server, error) {
-	srv, err := gofs.Mount(mnt, f.Root(), f.mountOptions(mnt, c))
+	var srv *fuse.Server
+	err := f.withFewReaders(func() error {
+		var err error
+		srv, err = f.serve(mnt, c)
+		return err
+	})
 	if err != nil {
 		return nil, mountError(mnt, c, err)
 	}
@@ -127,6 +137,27 @@ func (f *FS) Mount(mnt string, c MountConfig) (*Server, error) {
 	s.Passthrough = f.PassthroughCapable() && os.Geteuid() == 0 &&
 		srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
 	return s, nil
+}
+
+// serve is gofs.Mount with the request bridge wrapped by rawFS when the
+// store's files may go through passthrough (backing.go).
+func (f *FS) serve(mnt string, c MountConfig) (*fuse.Server, error) {
+	o := f.mountOptions(mnt, c)
+	raw := gofs.NewNodeFS(f.Root(), o)
+	if f.PassthroughCapable() && os.Geteuid() == 0 {
+		f.backings = &backings{max: maxBackings, logf: f.logf}
+		raw = &rawFS{RawFileSystem: raw, b: f.backings}
+	}
+	srv, err := fuse.NewServer(raw, mnt, &o.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// As gofs.Mount: the serve loop ends by itself when the mount fails.
+		return nil, err
+	}
+	return srv, nil
 }
 
 // mountError adds the next step to the errors users meet.

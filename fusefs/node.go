@@ -302,9 +302,35 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	case n.e.Type != store.TypeFile:
 		return nil, 0, syscall.EACCES // never open FIFOs, sockets or devices
 	}
+	var slot *openSlot
+	if b := n.fsys.backings; b != nil && n.t.passthrough {
+		if slot = b.slotOf(ctx.Done()); slot != nil {
+			if id := b.kept(n); id > 0 {
+				slot.id = id
+				n.fsys.handles.Add(1)
+				return &passHandle{n: n}, openFlags, 0
+			}
+			if !b.enabled() {
+				slot = nil
+			}
+		}
+	}
 	sf, err := n.t.st.Open(n.e)
 	if err != nil {
 		return nil, 0, n.fsys.errno("opening", n.sp, err)
+	}
+	if slot != nil {
+		if d, ok := sf.(interface{ Fd() uintptr }); ok {
+			if id := n.fsys.backings.acquire(n, int(d.Fd())); id > 0 {
+				// The kernel holds the file now (backing.go).
+				if err := sf.Close(); err != nil {
+					n.fsys.logf("closing %s: %v", n.sp, err)
+				}
+				slot.id = id
+				n.fsys.handles.Add(1)
+				return &passHandle{n: n}, openFlags, 0
+			}
+		}
 	}
 	n.fsys.handles.Add(1)
 	h := &fileHandle{f: sf, n: n, fsys: n.fsys, sp: n.sp, fd: -1}

@@ -25,14 +25,21 @@
 # (seconds per phase, default 300; a phase that runs longer shows
 # "timeout"), ROWS (rows to run, default all: usmtkit-archive
 # usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir
-# usmtkit-dir-nopt), BUILD (0: reuse the binaries already in $WORK/bin
+# usmtkit-dir-nopt; only the images and archives the rows need are made),
+# BUILD (0: reuse the binaries already in $WORK/bin
 # and the usmtkit archives made by the last run instead of building
 # them), MOUNT_OPTS
 # (more options for `usmtkit mount`, e.g. "--cache-size 16"), BEFORE (the
 # path of another usmtkit binary, e.g. the build before a change: adds the
 # row usmtkit-archive-before, which mounts the same archive with it, run
 # right after usmtkit-archive in every run so both see the same load, and
-# the ratios of the two). Needs root or fusermount3, plus squashfuse, archivemount,
+# the ratios of the two; with the row usmtkit-dir it also adds
+# usmtkit-dir-before, the folder mounted by it, run right after
+# usmtkit-dir). The folder rows (direct, usmtkit-dir, usmtkit-dir-before)
+# also print a second line, "walking": the whole tree read by
+# `tar -cf - . | cat`, which walks the folders as it reads (readdirplus
+# answers the names, so no file costs a LOOKUP), where the "read
+# everything" column opens every file by its path. Needs root or fusermount3, plus squashfuse, archivemount,
 # mksquashfs, zstd and tar. A store made by an older fixtures.Profile is
 # generated again (scripts/bench/lib.sh). The page cache is warm for the
 # backing files (read once before the phases); the FUSE caches are cold on
@@ -73,11 +80,20 @@ data="$WORK/profile-$SIZE"
 profile_store "$data" "$WORK/bin/mkstore" -size "$SIZE"
 STORE="$data/store"
 
+ROWS=${ROWS:-usmtkit-archive usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
+if [ -n "${BEFORE:-}" ]; then
+	[ -x "$BEFORE" ] || { echo "mount.sh: BEFORE=$BEFORE is not an executable" >&2; exit 1; }
+	case " $ROWS " in *" usmtkit-archive "*) case " $ROWS " in *" usmtkit-archive-before "*) ;; *) ROWS="$ROWS usmtkit-archive-before" ;; esac ;; esac
+	case " $ROWS " in *" usmtkit-dir "*) case " $ROWS " in *" usmtkit-dir-before "*) ;; *) ROWS="$ROWS usmtkit-dir-before" ;; esac ;; esac
+fi
+# has_row ROW...: one of the rows is to be run (images are made only for those).
+has_row() { local r; for r in "$@"; do case " $ROWS " in *" $r "*) return 0 ;; esac; done; return 1; }
+
 arch="$data/store.usmtkit.tar.zst"
 # The usmtkit archives are written by the usmtkit under test (its format
 # and defaults may have changed since the last run), unless BUILD=0.
 [ "${BUILD_ARCHIVES:-${BUILD:-1}}" = 0 ] || rm -f "$arch" "$data/store.usmtkit-128k.tar.zst"
-if [ ! -f "$arch" ]; then
+if [ ! -f "$arch" ] && has_row usmtkit-archive usmtkit-archive-before; then
 	if "$U" compress --help >/dev/null 2>&1; then
 		echo "usmtkit compress $STORE -o $arch" >&2
 		"$U" compress "$STORE" -o "$arch" >&2
@@ -96,9 +112,9 @@ case " ${ROWS:-usmtkit-archive-128k} " in *" usmtkit-archive-128k "*)
 	fi ;;
 esac
 sqfs="$data/store.sqfs"
-[ -f "$sqfs" ] || mksquashfs "$STORE" "$sqfs" -comp zstd -quiet -no-progress >/dev/null
+[ -f "$sqfs" ] || ! has_row squashfuse || mksquashfs "$STORE" "$sqfs" -comp zstd -quiet -no-progress >/dev/null
 tzst="$data/store.tar.zst"
-[ -f "$tzst" ] || tar -C "$STORE" -cf - . | zstd -q -T0 -3 -o "$tzst"
+[ -f "$tzst" ] || ! has_row archivemount || tar -C "$STORE" -cf - . | zstd -q -T0 -3 -o "$tzst"
 # Warm the page cache for every backing file: usmtkit writes its archives
 # with O_DIRECT, which leaves them out of the page cache, and a cold
 # archive made every first read of a frame a disk read (random 4 KiB p99
@@ -124,6 +140,7 @@ start_server() { # KIND PHASE
 	usmtkit-archive-before) "$BEFORE" -q mount --view store ${MOUNT_OPTS:-} $st "$arch" "$MNT" & PID=$! ;;
 	usmtkit-archive-128k) "$U" -q mount --view store ${MOUNT_OPTS:-} $st "$arch128" "$MNT" & PID=$! ;;
 	usmtkit-dir)     "$U" -q mount --view store $st "$STORE" "$MNT" & PID=$! ;;
+	usmtkit-dir-before) "$BEFORE" -q mount --view store $st "$STORE" "$MNT" & PID=$! ;;
 	usmtkit-dir-nopt) "$U" -q mount --view store --no-passthrough $st "$STORE" "$MNT" & PID=$! ;;
 	squashfuse)      squashfuse -f "$sqfs" "$MNT" & PID=$! ;;
 	archivemount)    archivemount -f -o ro,readonly "$tzst" "$MNT" 2>/dev/null & PID=$! ;;
@@ -162,18 +179,18 @@ phase() {
 	files) res=$(timeout "$TIMEOUT" "$R" -root "$dir" -list-root "$STORE" -mode files -n 300) || res=timeout ;;
 	4k)    res=$(timeout "$TIMEOUT" "$R" -root "$dir" -list-root "$STORE" -mode 4k -n 2000) || res=timeout ;;
 	seq)   res=$(timeout "$TIMEOUT" "$R" -root "$dir" -list-root "$STORE" -mode seq) || res=timeout ;;
+	walk)  # GNU tar skips reading the files when the archive is /dev/null: pipe it.
+		if timeout "$TIMEOUT" tar -C "$dir" -cf - . | cat >/dev/null; then
+			res="MB/s=$(awk -v b="$STORE_BYTES" -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN {printf "%.0f", b / 1e6 / (ns / 1e9)}') seconds=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN {printf "%.2f", ns / 1e9}')"
+		else res=timeout; fi ;;
 	esac
 	note_rss
 	[ "$kind" = direct ] || stop_server
 	echo "$res"
 }
 
-rm -f "$WORK"/row-*
-ROWS=${ROWS:-usmtkit-archive usmtkit-archive-128k squashfuse archivemount direct usmtkit-dir usmtkit-dir-nopt}
-if [ -n "${BEFORE:-}" ]; then
-	[ -x "$BEFORE" ] || { echo "mount.sh: BEFORE=$BEFORE is not an executable" >&2; exit 1; }
-	case " $ROWS " in *" usmtkit-archive-before "*) ;; *) ROWS="$ROWS usmtkit-archive-before" ;; esac
-fi
+rm -f "$WORK"/row-* "$WORK"/walk-*
+STORE_BYTES=$(find "$STORE" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 run() { # KIND LABEL
 	case " $ROWS " in *" $1 "*) ;; *) return 0 ;; esac
 	echo 0 >"$HWMF"
@@ -185,6 +202,12 @@ run() { # KIND LABEL
 	# Numbers for the ratios: stat ms, files p50 p99, 4k p50 p99 (µs), MB/s, RSS MiB.
 	printf '%s %s %s %s %s %s\n' "$(num ms "$st")" "$(pct p50 "$fl") $(pct p99 "$fl")" "$(pct p50 "$fk") $(pct p99 "$fk")" \
 		"$(num MB/s "$sq")" "$(num MiB "$rss")" >>"$WORK/row-$1"
+	case $1 in direct | usmtkit-dir | usmtkit-dir-before)
+		local wk
+		wk=$(phase "$1" walk)
+		printf '%-34s | %-26s | %-30s | %-30s | %-26s |\n' "$2, walking (tar)" "" "" "" "${wk}"
+		echo "$(num MB/s "$wk")" >>"$WORK/walk-$1" ;;
+	esac
 }
 
 # num UNIT TEXT: the number before " ms" / " MiB" or after "MB/s=" in TEXT, or "-".
@@ -224,10 +247,18 @@ ratios() {
 		label, r($1, $8), r($2, $9), r($3, $10), r($4, $11), r($5, $12), r($6, $13), r($7, $14) }'
 }
 
+# walk_ratio ROW BASE LABEL: the walking read's MB/s, ROW's median over BASE's.
+walk_ratio() {
+	[ -f "$WORK/walk-$1" ] && [ -f "$WORK/walk-$2" ] || return 0
+	printf '%-44s | read everything %s (%s against %s MB/s)\n' "$3" \
+		"$(awk -v a="$(median_of $(cat "$WORK/walk-$1"))" -v b="$(median_of $(cat "$WORK/walk-$2"))" 'BEGIN {printf "%.2f", a / b}')" \
+		"$(median_of $(cat "$WORK/walk-$1"))" "$(median_of $(cat "$WORK/walk-$2"))"
+}
+
 echo
 echo "store: $STORE ($(du -sh "$STORE" | cut -f1), $(find "$STORE" -type f | wc -l) files)"
-a128=""; [ -f "$arch128" ] && a128=" ($(du -h "$arch128" | cut -f1) in 128 KiB chunks)"
-echo "archive $(du -h "$arch" | cut -f1)$a128, squashfs $(du -h "$sqfs" | cut -f1), tar.zst $(du -h "$tzst" | cut -f1); $(uname -r), $(nproc) CPUs, uid $(id -u)"
+size_of() { if [ -f "$1" ]; then du -h "$1" | cut -f1; else echo "-"; fi; }
+echo "archive $(size_of "$arch") ($(size_of "$arch128") in 128 KiB chunks), squashfs $(size_of "$sqfs"), tar.zst $(size_of "$tzst"); $(uname -r), $(nproc) CPUs, uid $(id -u)"
 printf '%-34s | %-26s | %-30s | %-30s | %-26s | %s\n' "" "stat every entry" "300 whole-file reads" "2000 random 4 KiB reads" "read everything" "peak RSS"
 for r in $(seq "$RUNS"); do
 	echo "-- run $r of $RUNS (load: $(uptime | sed 's/.*load average: //'))"
@@ -238,6 +269,7 @@ for r in $(seq "$RUNS"); do
 	run archivemount "archivemount (tar.zst)"
 	run direct "folder, no FUSE"
 	run usmtkit-dir "usmtkit (folder)"
+	run usmtkit-dir-before "usmtkit before (folder)"
 	run usmtkit-dir-nopt "usmtkit --no-passthrough"
 done
 echo
@@ -248,4 +280,9 @@ ratios usmtkit-archive usmtkit-archive-before "usmtkit (archive) / before"
 ratios usmtkit-archive-128k squashfuse "usmtkit (archive, 128 KiB) / squashfuse"
 ratios usmtkit-archive archivemount "usmtkit (archive) / archivemount"
 ratios usmtkit-dir direct "usmtkit (folder) / folder"
+ratios usmtkit-dir-before direct "usmtkit before (folder) / folder"
+ratios usmtkit-dir usmtkit-dir-before "usmtkit (folder) / before"
+walk_ratio usmtkit-dir direct "usmtkit (folder) / folder, walking (tar)"
+walk_ratio usmtkit-dir-before direct "usmtkit before (folder) / folder, walking"
+walk_ratio usmtkit-dir usmtkit-dir-before "usmtkit (folder) / before, walking"
 echo "goals: every usmtkit-archive ratio to squashfuse <= 1.00 (read everything >= 1.00); folder read everything >= 0.50"

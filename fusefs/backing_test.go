@@ -194,17 +194,6 @@ func TestPassthroughBackingReplaced(t *testing.T) {
 	}
 }
 
-func TestKernelAtLeast(t *testing.T) {
-	for _, c := range []struct {
-		rel  string
-		want bool
-	}{{"6.18.44-fc-v1272", true}, {"6.9.0", true}, {"6.8.12-generic", false}, {"7.0", true}, {"5.15.0", false}, {"junk", false}, {"", false}} {
-		if got := kernelAtLeast(c.rel, 6, 9); got != c.want {
-			t.Errorf("kernelAtLeast(%q, 6, 9) = %v; want %v", c.rel, got, c.want)
-		}
-	}
-}
-
 // TestFolderMountFewReaders: serving a directory store leaves more Ps
 // than go-fuse's request readers (readers.go), unless GOMAXPROCS is set
 // in the environment.

@@ -100,11 +100,6 @@ func (f *FS) mountOptions(mnt string, c MountConfig) *gofs.Options {
 		DirectMountFlags:  syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 		MaxStackDepth:     1,
 	}
-	if f.passthroughExpected() {
-		// No READ is expected: the request buffers (one per reader,
-		// MaxWrite each, plus go-fuse's pool) would be memory for nothing.
-		o.MountOptions.MaxWrite = passthroughMaxWrite
-	}
 	if c.PanicHandler != nil {
 		o.MountOptions.PanicHandler = c.PanicHandler
 	}

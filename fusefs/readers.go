@@ -1,12 +1,9 @@
 package fusefs
 
 import (
-	"fmt"
 	"os"
 	"runtime"
 	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -25,9 +22,9 @@ import (
 // server with GOMAXPROCS at 1 gives it go-fuse's minimum of readers (2,
 // and a third while one of them hands over), and raising GOMAXPROCS to at
 // least minServingProcs afterwards leaves one P idle while they all wait,
-// which the monitor then leaves alone (measured in docs/mount.md, "Folder
-// mount, third round": 25 % fewer context switches, 15-20 % less server
-// CPU per file).
+// which the monitor then leaves alone (docs/mount.md, "Folder mount,
+// third round": 20-25 % fewer context switches and 10-20 % less server
+// CPU per file; the two extra Ps' caches cost about 1 MiB of memory).
 //
 // Only for mounts of directory stores alone: an archive mount decodes in
 // its request handlers, and on a big machine more readers than 3 let more
@@ -69,39 +66,4 @@ func (f *FS) withFewReaders(mount func() error) error {
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(max(prev, minServingProcs))
 	return mount()
-}
-
-// passthroughMaxWrite is the request size of mounts whose reads are
-// expected to go through passthrough: READs then do not reach this
-// process, and the 1 MiB request buffers the other mounts use (one per
-// reader and more in go-fuse's pool) were 3-6 MB of a folder mount's
-// 16 MB of anonymous memory (heap profile, 2 GB store). Should
-// passthrough be refused at the first OPEN after all, reads are served
-// here in 128 KiB requests: slower, not wrong.
-const passthroughMaxWrite = 128 << 10
-
-// passthroughExpected reports whether every file of f should be read
-// through FUSE passthrough: directory stores only, not turned off, as
-// root (FUSE_DEV_IOC_BACKING_OPEN needs CAP_SYS_ADMIN), and a kernel of
-// 6.9 or later (the first with FUSE passthrough; the INIT reply that
-// says so comes after the request size is fixed).
-func (f *FS) passthroughExpected() bool {
-	if !f.directoriesOnly() || f.opts.NoPassthrough || os.Geteuid() != 0 {
-		return false
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 9)
-}
-
-// kernelAtLeast reports whether a kernel release string ("6.18.44-fc")
-// is major.minor or later; false when it cannot be read.
-func kernelAtLeast(release string, major, minor int) bool {
-	var ma, mi int
-	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
 }

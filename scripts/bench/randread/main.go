@@ -5,6 +5,7 @@
 //	randread -root MNT -mode files -n 300        # whole-file reads: p50/p99 latency
 //	randread -root MNT -mode 4k -n 2000          # 4 KiB preads inside files >= 1 MiB: p50/p99
 //	randread -root MNT -mode seq                 # every file once, in walk order: MB/s
+//	randread -root MNT -mode parts               # as seq, timing stat, open, read and close apart
 //	randread -mkarchive STORE -out X.tar.zst     # write a usmtkit archive (no CLI needed)
 //
 // -slow N (files, 4k) also prints the N slowest reads to standard error:
@@ -33,7 +34,7 @@ import (
 func main() {
 	root := flag.String("root", "", "folder to read (a mount point)")
 	listRoot := flag.String("list-root", "", "folder whose walk gives the file list (default -root)")
-	mode := flag.String("mode", "files", "files | 4k | seq")
+	mode := flag.String("mode", "files", "files | 4k | seq | parts")
 	n := flag.Int("n", 300, "number of reads (files, 4k)")
 	seed := flag.Int64("seed", 1, "random seed")
 	minSize := flag.Int64("min-size", 1<<20, "4k mode: only files at least this big")
@@ -122,6 +123,40 @@ func main() {
 		}
 		el := time.Since(t0)
 		fmt.Printf("MB/s=%.0f bytes=%d seconds=%.2f\n", float64(total)/1e6/el.Seconds(), total, el.Seconds())
+	case "parts":
+		// Where a file's time goes on a fresh mount: stat(2) is the
+		// LOOKUP, open(2) then the OPEN alone, close(2) what RELEASE
+		// costs the reader (it is sent in the background).
+		buf := make([]byte, 1<<20)
+		var tStat, tOpen, tRead, tClose time.Duration
+		t0 := time.Now()
+		for _, f := range files {
+			p := filepath.Join(*root, f.rel)
+			a := time.Now()
+			if _, err := os.Stat(p); err != nil {
+				fail(err)
+			}
+			b := time.Now()
+			h, err := os.Open(p)
+			if err != nil {
+				fail(err)
+			}
+			c := time.Now()
+			for {
+				if _, err := h.Read(buf); err == io.EOF {
+					break
+				} else if err != nil {
+					fail(err)
+				}
+			}
+			d := time.Now()
+			h.Close()
+			tStat, tOpen, tRead, tClose = tStat+b.Sub(a), tOpen+c.Sub(b), tRead+d.Sub(c), tClose+time.Since(d)
+		}
+		el := time.Since(t0)
+		n := time.Duration(max(len(files), 1))
+		fmt.Printf("seconds=%.2f files=%d per file: stat=%s open=%s read=%s close=%s\n", el.Seconds(), len(files),
+			(tStat / n).Round(100*time.Nanosecond), (tOpen / n).Round(100*time.Nanosecond), (tRead / n).Round(100*time.Nanosecond), (tClose / n).Round(100*time.Nanosecond))
 	default:
 		fail(fmt.Errorf("unknown -mode %q", *mode))
 	}

@@ -31,14 +31,17 @@ import (
 // at the same time; BACKING_CLOSE only drops the id (files open through it
 // keep working). An inode can be bound to one backing at a time while it
 // has open files: an OPEN naming a second id for the same inode fails
-// (the kernel's EBUSY reaches the reader as EIO; tested), so an id is
-// dropped only when no handle of its inode is
-// open (busy entries are skipped by the eviction, and may hold the cache
-// above maxBackings while their files are open). An inode the kernel
-// forgets keeps its id until the eviction reaches it (the node, about 1
-// KiB, stays that long): a later LOOKUP of the name makes a new kernel
-// inode, which gets an id of its own, so the old one is never named
-// again. When the connection ends the kernel drops every id.
+// with EIO (tested; "fuse: implement open in passthrough mode", the
+// commit that added passthrough opens, asks servers to reuse one id per
+// inode), so an id is dropped only when no handle of its inode is open:
+// the eviction skips busy entries, which may hold the cache above
+// maxBackings while their files are open (an OPEN answered but never
+// released would keep its entry busy, as it kept go-fuse's own count).
+// An inode the kernel forgets keeps its id until the eviction reaches it
+// (the node, about 1 KiB, stays that long): a later LOOKUP of the name
+// makes a new kernel inode, which gets an id of its own, so the old one
+// is never named again. When the connection ends the kernel drops every
+// id.
 //
 // The first OPEN checks the file against the entry listed at LOOKUP
 // (store.Open: inode, size, mtime), as every OPEN did; later OPENs of the

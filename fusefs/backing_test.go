@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // requirePassthrough fails under CI, and skips elsewhere, unless srv reads
@@ -206,5 +207,35 @@ func TestFolderMountFewReaders(t *testing.T) {
 	readMounted(t, mnt, "x.txt", contentOf("x.txt"))
 	if n := runtime.GOMAXPROCS(0); n < minServingProcs {
 		t.Errorf("GOMAXPROCS %d after mounting a folder; want at least %d", n, minServingProcs)
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		rel  string
+		want bool
+	}{{"6.18.44-fc-v1272", true}, {"6.9.0", true}, {"6.8.12-generic", false}, {"7.0", true}, {"5.15.0", false}, {"junk", false}, {"", false}} {
+		if got := kernelAtLeast(c.rel, 6, 9); got != c.want {
+			t.Errorf("kernelAtLeast(%q, 6, 9) = %v; want %v", c.rel, got, c.want)
+		}
+	}
+}
+
+// TestPassthroughExpected: 128 KiB requests only where reads are meant to
+// bypass the server: a directory store as root on a kernel with
+// passthrough, not with NoPassthrough, not for archives.
+func TestPassthroughExpected(t *testing.T) {
+	dir := backingStore(t, "x.txt")
+	if adapt(t, openStore(t, dir), Options{NoPassthrough: true}).passthroughExpected() {
+		t.Errorf("NoPassthrough: passthrough expected")
+	}
+	if adapt(t, archiveOf(t, dir), Options{}).passthroughExpected() {
+		t.Errorf("archive: passthrough expected")
+	}
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	want := os.Geteuid() == 0 && kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 9)
+	if got := adapt(t, openStore(t, dir), Options{}).passthroughExpected(); got != want {
+		t.Errorf("directory store, uid %d, kernel %s: passthroughExpected %v; want %v", os.Geteuid(), unix.ByteSliceToString(u.Release[:]), got, want)
 	}
 }

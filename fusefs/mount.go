@@ -100,6 +100,10 @@ func (f *FS) mountOptions(mnt string, c MountConfig) *gofs.Options {
 		DirectMountFlags:  syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 		MaxStackDepth:     1,
 	}
+	if f.passthroughExpected() {
+		// No READ is expected: see passthroughMaxWrite.
+		o.MountOptions.MaxWrite = passthroughMaxWrite
+	}
 	if c.PanicHandler != nil {
 		o.MountOptions.PanicHandler = c.PanicHandler
 	}

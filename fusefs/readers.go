@@ -1,9 +1,12 @@
 package fusefs
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/usmtkit/usmtkit/store"
 )
@@ -24,7 +27,8 @@ import (
 // least minServingProcs afterwards leaves one P idle while they all wait,
 // which the monitor then leaves alone (docs/mount.md, "Folder mount,
 // third round": 20-25 % fewer context switches and 10-20 % less server
-// CPU per file; the two extra Ps' caches cost about 1 MiB of memory).
+// CPU per file; the two extra Ps' caches and pools cost 1-2 MiB of
+// memory, which passthroughMaxWrite below gives back).
 //
 // Only for mounts of directory stores alone: an archive mount decodes in
 // its request handlers, and on a big machine more readers than 3 let more
@@ -66,4 +70,42 @@ func (f *FS) withFewReaders(mount func() error) error {
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(max(prev, minServingProcs))
 	return mount()
+}
+
+// passthroughMaxWrite is the request size of mounts whose reads are
+// expected to go through passthrough: READs then do not reach this
+// process, and the 1 MiB request buffers the other mounts use (one per
+// reader and more in go-fuse's pools, per P; a reused one is zeroed
+// whole) are memory for nothing: with the 4 Ps above, reading everything
+// on the 2 GB store peaked at 30.8-31.6 MiB with 1 MiB requests and
+// 28.2-28.8 with 128 KiB, where the build before both changes was at
+// 28.2-29.2 (docs/mount.md, "Folder mount, third round"). Should
+// passthrough be refused at the first OPEN after all, reads are served
+// here in 128 KiB requests: slower, not wrong.
+const passthroughMaxWrite = 128 << 10
+
+// passthroughExpected reports whether every file of f should be read
+// through FUSE passthrough: directory stores only, not turned off, as
+// root (FUSE_DEV_IOC_BACKING_OPEN needs CAP_SYS_ADMIN), and a kernel of
+// 6.9 or later (the first with FUSE passthrough; the INIT reply that
+// says so comes after the request size is fixed).
+func (f *FS) passthroughExpected() bool {
+	if !f.directoriesOnly() || f.opts.NoPassthrough || os.Geteuid() != 0 {
+		return false
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 9)
+}
+
+// kernelAtLeast reports whether a kernel release string ("6.18.44-fc")
+// is major.minor or later; false when it cannot be read.
+func kernelAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }

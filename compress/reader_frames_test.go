@@ -430,6 +430,19 @@ func TestWholeChunkReadNotKept(t *testing.T) {
 			t.Fatal("a chunk read whole by one read stayed in the cache")
 		}
 	}
+	// A read never writes past len(p).
+	q := make([]byte, len(small), len(small)+1024)
+	for i := range q[:cap(q)] {
+		q[:cap(q)][i] = 0xEE
+	}
+	if n, err := f.ReadAt(q, 0); n != len(small) || err != nil || !bytes.Equal(q, small) {
+		t.Fatalf("read into an exact buffer: %d, %v", n, err)
+	}
+	for _, c := range q[len(q):cap(q)] {
+		if c != 0xEE {
+			t.Fatal("a read wrote past the end of its buffer")
+		}
+	}
 	f.next.Store(math.MinInt64 / 2)
 	buf := make([]byte, 100)
 	if n, err := f.ReadAt(buf, 1000); err != nil || !bytes.Equal(buf[:n], small[1000:1100]) {
@@ -437,5 +450,23 @@ func TestWholeChunkReadNotKept(t *testing.T) {
 	}
 	if cachedEnt(a, f.first) == nil {
 		t.Fatal("a read of part of a chunk kept nothing")
+	}
+	// Damage in the chunk fails such a read, and the chunk stays damaged.
+	ch := chunkOf(t, a, "small.txt", 0)
+	bad := storetest.CopyToTemp(t, path)
+	flipByte(t, bad, int64(ch.off)+int64(ch.cSize)/2)
+	b := openArchive(t, bad)
+	be, err := b.Stat("small.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf, err := b.Open(be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := bf.ReadAt(make([]byte, 64<<10), 0); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("whole read of a damaged chunk: %v", err)
+		}
 	}
 }

@@ -9,7 +9,7 @@ package compress
 // to 4 MiB, several milliseconds); with frames, a read decodes only the
 // frames it touches. The TOC does not list the frames: they are found by
 // walking their headers and block headers from the chunk's start
-// (zstdFrameLen: a few 3-byte reads per frame, nothing decoded), once per
+// (zstdFrameShape: one small read per frame of one block, nothing decoded), once per
 // cache entry and only as far as a read needs. Each decoded frame is
 // complete, so its zstd content checksum is checked; the chunk's xxhash64
 // is checked when a read decodes the whole chunk.

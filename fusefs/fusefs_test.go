@@ -713,6 +713,11 @@ func TestWaitClosesUnreleasedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // a failure below leaves no mount behind
+		if _, ok := MountAt(mnt); ok {
+			_ = LazyUnmount(mnt)
+		}
+	})
 	var name string
 	_ = filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
 		if err == nil && name == "" && d.Type().IsRegular() && !strings.Contains(p, ControlDir) {

@@ -37,11 +37,10 @@ import (
 // the eviction skips busy entries, which may hold the cache above
 // maxBackings while their files are open (an OPEN answered but never
 // released would keep its entry busy, as it kept go-fuse's own count).
-// An inode the kernel forgets keeps its id until the eviction reaches it
-// (the node, about 1 KiB, stays that long): a later LOOKUP of the name
-// makes a new kernel inode, which gets an id of its own, so the old one
-// is never named again. When the connection ends the kernel drops every
-// id.
+// An inode the kernel forgets has its id dropped then (OnForget): a
+// later LOOKUP of the name makes a new kernel inode, which gets an id of
+// its own, so the old one is never named again. When the connection ends
+// the kernel drops every id.
 //
 // The first OPEN checks the file against the entry listed at LOOKUP
 // (store.Open: inode, size, mtime), as every OPEN did; later OPENs of the
@@ -192,6 +191,22 @@ func (b *backings) release(n *node) {
 		}
 	}
 	b.evict()
+}
+
+// forgot drops n's kept id when the kernel has forgotten n (its files
+// are then all closed): a later LOOKUP of the name makes a new inode,
+// which never names the old id, so keeping it would only hold the node
+// (about 1 KiB) and the kernel's backing until the eviction reached it.
+func (b *backings) forgot(n *node) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if el, ok := b.byN[n]; ok {
+		if bk := el.Value.(*backing); bk.open == 0 {
+			delete(b.byN, n)
+			b.lru.Remove(el)
+			b.unregister(bk.id)
+		}
+	}
 }
 
 // evict drops the least recently opened ids beyond max whose files are

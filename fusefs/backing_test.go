@@ -239,3 +239,37 @@ func TestPassthroughExpected(t *testing.T) {
 		t.Errorf("directory store, uid %d, kernel %s: passthroughExpected %v; want %v", os.Geteuid(), unix.ByteSliceToString(u.Release[:]), got, want)
 	}
 }
+
+// A file the kernel forgets (here: handed back by the inode cap) has its
+// kept backing id dropped at FORGET, not when the LRU reaches it; the
+// files read again afterwards read right through new ids.
+func TestPassthroughBackingDroppedAtForget(t *testing.T) {
+	requireFUSE(t)
+	var names []string
+	for i := 0; i < 400; i++ {
+		names = append(names, fmt.Sprintf("f%03d.txt", i))
+	}
+	dir := backingStore(t, names...)
+	const limit = 100
+	mnt, _, srv := mountStore(t, Options{View: ViewStore, MaxInodes: limit}, dir)
+	requirePassthrough(t, srv)
+	for _, n := range names {
+		readMounted(t, mnt, n, contentOf(n))
+	}
+	b, f := srv.fsys.backings, srv.fsys
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		kept, busy, _, unreg := b.counts()
+		live := f.inodes.Live()
+		if live <= limit && kept <= live && busy == 0 || time.Now().After(deadline) {
+			if kept > limit || unreg == 0 {
+				t.Errorf("after reading %d files with an inode limit of %d: %d ids kept, %d inodes live, %d dropped", len(names), limit, kept, f.inodes.Live(), unreg)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, n := range names[:50] {
+		readMounted(t, mnt, n, contentOf(n))
+	}
+}

@@ -208,6 +208,9 @@ func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 // the LRU pushes it out.
 func (n *node) OnForget() {
 	n.fsys.inodes.forget(n)
+	if b := n.fsys.backings; b != nil {
+		b.forgot(n)
+	}
 	if n.kind == kindEntry && n.e != nil && n.e.Type == store.TypeFile {
 		n.fsys.kept.drop(n)
 	}

@@ -125,16 +125,24 @@ func (c *inodeCap) oldest(max int) []*node {
 // prune runs until done is closed. Woken when there are more than limit
 // inodes, it hands back the oldest (pruneBatch at a time, with a moment
 // between batches for the kernel's FORGETs) until a tenth under the
-// limit, or until it has offered every inode once: what is left the
-// kernel is using, and it waits for the next wake-up.
+// limit, or until it has offered every inode once. Still over the limit
+// then (FORGETs not in yet, or inodes the kernel is using), it tries
+// again after 100 ms, doubling up to 5 s while that goes on, so that an
+// end of lookups does not leave it above the limit for good.
 func (c *inodeCap) prune(srv *fuse.Server, done <-chan struct{}) {
 	canPrune := srv.KernelSettings().SupportsNotify(fuse.NOTIFY_PRUNE)
 	target := c.limit - c.limit/10
+	var retry time.Duration
 	for {
+		var again <-chan time.Time
+		if retry > 0 {
+			again = time.After(retry)
+		}
 		select {
 		case <-done:
 			return
 		case <-c.kick:
+		case <-again:
 		}
 		for offered := 0; ; {
 			live := c.Live()
@@ -152,6 +160,14 @@ func (c *inodeCap) prune(srv *fuse.Server, done <-chan struct{}) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
+		}
+		switch {
+		case c.Live() <= c.limit:
+			retry = 0
+		case retry == 0:
+			retry = 100 * time.Millisecond
+		default:
+			retry = min(2*retry, 5*time.Second)
 		}
 	}
 }

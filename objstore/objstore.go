@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -69,6 +70,29 @@ type Location struct {
 }
 
 func (l Location) String() string { return Scheme + l.Bucket + "/" + l.Key }
+
+// IsPrefix reports whether name is an s3:// name of a prefix rather than
+// of one object: s3://BUCKET, s3://BUCKET/ or a key that ends in /.
+func IsPrefix(name string) bool {
+	if !IsURL(name) {
+		return false
+	}
+	_, key, _ := strings.Cut(strings.TrimPrefix(name, Scheme), "/")
+	return key == "" || strings.HasSuffix(key, "/")
+}
+
+// ParsePrefix parses s3://BUCKET/PREFIX/ (or s3://BUCKET/, the whole
+// bucket): Key is the prefix, "" or ending in /.
+func ParsePrefix(name string) (Location, error) {
+	if !IsPrefix(name) {
+		return Location{}, fmt.Errorf("%q is not an s3://BUCKET/PREFIX/ name (a prefix ends in /)", name)
+	}
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(name, Scheme), "/")
+	if bucket == "" {
+		return Location{}, fmt.Errorf("%q needs a bucket: s3://BUCKET/PREFIX/", name)
+	}
+	return Location{Bucket: bucket, Key: key}, nil
+}
 
 // ParseURL parses s3://BUCKET/KEY; KEY may end in / (a prefix).
 func ParseURL(name string) (Location, error) {
@@ -244,6 +268,37 @@ func (c *Client) Stat(ctx context.Context, loc Location) (int64, error) {
 		return 0, classify(loc, err)
 	}
 	return oi.Size, nil
+}
+
+// Object is one object found under a prefix.
+type Object struct {
+	Location
+	Size     int64
+	Modified time.Time
+}
+
+// List returns every object whose key starts with prefix.Key, at any
+// depth below it, in key order: one ListObjectsV2 request per 1000
+// objects. A missing bucket, refused credentials and an unreachable
+// server are errors, as for Stat; a prefix with no object under it gives
+// none.
+func (c *Client) List(ctx context.Context, prefix Location) ([]Object, error) {
+	ctx, cancel := withCertAbort(ctx)
+	defer cancel(nil)
+	var out []Object
+	for oi := range c.mc.ListObjectsIter(ctx, prefix.Bucket, minio.ListObjectsOptions{Prefix: prefix.Key, Recursive: true}) {
+		if cerr := certRefused(ctx); cerr != nil {
+			return nil, classify(prefix, cerr)
+		}
+		if oi.Err != nil {
+			return nil, classify(prefix, oi.Err)
+		}
+		out = append(out, Object{Location: Location{Bucket: prefix.Bucket, Key: oi.Key}, Size: oi.Size, Modified: oi.LastModified})
+	}
+	if cerr := certRefused(ctx); cerr != nil {
+		return nil, classify(prefix, cerr)
+	}
+	return out, nil
 }
 
 // EnsureBucket creates the bucket unless it exists (tests, benchmarks).

@@ -48,7 +48,8 @@ existing file is kept unless --force, and a path inside the store is refused:
 usmtkit never writes into a store. Entries that cannot be read are recorded
 with their error, and the exit status is then 3 (partial).
 
-Many stores at once (a share copy, --from FILE, or several STOREs with --each):
+Many stores at once (a share copy, an s3://BUCKET/PREFIX/, --from FILE, or
+several STOREs with --each):
 -o is a folder (created if needed) that gets one manifest per store, named
 <store folder>.manifest, or <SMPSTORE folder>_<store folder>.manifest for a
 share member; --jobs, --journal and --redo as for verify (docs/cli.md).

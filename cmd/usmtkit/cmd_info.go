@@ -9,6 +9,7 @@ import (
 
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
 	"github.com/usmtkit/usmtkit/internal/progress"
+	"github.com/usmtkit/usmtkit/objstore"
 	"github.com/usmtkit/usmtkit/store"
 )
 
@@ -28,11 +29,13 @@ version, volumes and drives, user profiles, files, folders, bytes (apparent
 and unique, hard links counted once), control files, encryption, and
 everything that could not be read. Several STOREs are the volumes of one
 multi-volume hard-link store. A state migration point share copy lists its
-stores; a USMT.MIG file is identified and structurally walked.
+stores; a USMT.MIG file is identified and structurally walked; an s3://
+prefix (ending in /) lists the archives under it with their users.
 
 Examples:
    usmtkit info /mnt/c/_SMSTaskSequence/StateStore
    usmtkit info /mnt/c/USMTMIG /mnt/d/USMTMIG --json
+   usmtkit info s3://migrations/site12/
 
 ` + exitcodes.Table,
 		Flags: []cli.Flag{
@@ -76,6 +79,14 @@ func detectAll(args []string, plain bool) ([]*store.Detection, error) {
 func runInfo(ctx context.Context, o *infoOptions, args []string) error {
 	if len(args) == 0 {
 		return exitcodes.Usagef("info needs at least one STORE path")
+	}
+	for _, a := range args {
+		if objstore.IsPrefix(a) {
+			if len(args) > 1 {
+				return exitcodes.Usagef("give an s3:// prefix alone: " + a + " names every archive under it")
+			}
+			return runInfoPrefix(ctx, o, a)
+		}
 	}
 	ds, err := detectAll(args, o.Plain)
 	if err != nil {

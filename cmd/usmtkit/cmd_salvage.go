@@ -99,6 +99,9 @@ func runSalvage(ctx context.Context, o *salvageOptions, args []string) error {
 		return exitcodes.Usagef("salvage needs ARCHIVE and DEST")
 	}
 	archive, dest := args[0], args[1]
+	if objstore.IsPrefix(archive) {
+		return prefixDetectError(archive)
+	}
 	if objstore.IsURL(archive) {
 		return runSalvageObject(ctx, o, archive, dest)
 	}

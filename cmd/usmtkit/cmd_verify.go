@@ -76,10 +76,11 @@ interrupted. --log FILE also writes the full per-file report to FILE.
 line; UTF-16 or UTF-8, with or without a BOM): every file it lists that is not
 in the store is MISSING.
 
-Many stores at once: a share copy, --from FILE (one store path per line), or
-several STOREs with --each are verified --jobs at a time, each with its own
-report and one summary line, then a total; --journal FILE records each store
-when it is done so a re-run skips it (unless --redo). With --manifest DIR
+Many stores at once: a share copy, an s3://BUCKET/PREFIX/ (every archive under
+it), --from FILE (one store path per line), or several STOREs with --each are
+verified --jobs at a time, each with its own report and one summary line, then
+a total; --journal FILE records each store when it is done so a re-run skips
+it (unless --redo). With --manifest DIR
 (written by index -o DIR over the same stores) each store is checked against
 its own manifest. Several STOREs without --each are the volumes of one store.
 

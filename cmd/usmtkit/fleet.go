@@ -69,6 +69,11 @@ func fleetWanted(f *fleetFlags, args []string, plain bool) ([]*store.Detection, 
 	if f.explicit() {
 		return nil, true, nil
 	}
+	for _, a := range args {
+		if objstore.IsPrefix(a) {
+			return nil, true, nil // every archive under it
+		}
+	}
 	ds, err := detectAllWith(args, store.DetectOptions{Plain: plain, NoSizes: true})
 	if err != nil {
 		if f.Redo || f.Jobs != 0 {
@@ -138,10 +143,11 @@ type fleetRun struct {
 }
 
 // collectFleet expands the STOREs and --from lines into stores: a share
-// copy gives its members. Paths that are no store are items with Err (they
-// are reported and counted like the others). warnings are problems of a
-// share copy as a whole (an SMPSTORE folder holding no store).
-func collectFleet(args []string, from string, plain bool) (items []*fleetItem, warnings, notes []string, err error) {
+// copy gives its members, an s3:// prefix the archives under it
+// (prefix.go). Paths that are no store are items with Err (they are
+// reported and counted like the others). warnings are problems of a share
+// copy as a whole (an SMPSTORE folder holding no store).
+func collectFleet(ctx context.Context, args []string, from string, plain bool) (items []*fleetItem, warnings, notes []string, err error) {
 	paths := append([]string{}, args...)
 	if from != "" {
 		lf, err := openListFile(from) // the same decoding as --listfiles: lists are often written on Windows
@@ -172,6 +178,23 @@ func collectFleet(args []string, from string, plain bool) (items []*fleetItem, w
 		items = append(items, it)
 	}
 	for _, p := range paths {
+		if objstore.IsPrefix(p) {
+			l, err := listPrefix(ctx, p)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if len(l.Archives) == 0 {
+				return nil, nil, nil, l.noArchives()
+			}
+			if n := l.othersNote(); n != "" {
+				notes = append(notes, n)
+			}
+			for _, o := range l.Archives {
+				u := o.Location.String()
+				add(&fleetItem{Key: u, Name: u, StoreID: prefixStoreID(l.Prefix, o)})
+			}
+			continue
+		}
 		if objstore.IsURL(p) {
 			add(&fleetItem{Key: p, Name: p, StoreID: pathBase(p)})
 			continue
@@ -229,6 +252,9 @@ func isUSMTFolderName(s string) bool {
 func detectAllWith(args []string, opt store.DetectOptions) ([]*store.Detection, error) {
 	var ds []*store.Detection
 	for _, a := range args {
+		if objstore.IsPrefix(a) {
+			return nil, prefixDetectError(a)
+		}
 		if objstore.IsURL(a) {
 			ds = append(ds, objectDetection(a))
 			continue

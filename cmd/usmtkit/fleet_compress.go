@@ -33,7 +33,7 @@ func runCompressFleet(ctx context.Context, o *compressOptions, args []string, p 
 	} else if fi, err := os.Stat(prefix); err == nil && !fi.IsDir() {
 		return exitcodes.Usagef(fmt.Sprintf("over many stores -o is a folder for one archive per store; %s is a file", prefix))
 	}
-	items, warnings, notes, err := collectFleet(args, o.From, o.Plain)
+	items, warnings, notes, err := collectFleet(ctx, args, o.From, o.Plain)
 	if err != nil {
 		return err
 	}

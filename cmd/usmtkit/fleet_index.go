@@ -19,7 +19,7 @@ func runIndexFleet(ctx context.Context, o *indexOptions, args []string) error {
 	if fi, err := os.Stat(o.Output); err == nil && !fi.IsDir() {
 		return exitcodes.Usagef(fmt.Sprintf("over many stores -o is a folder for one manifest per store; %s is a file", o.Output))
 	}
-	items, warnings, notes, err := collectFleet(args, o.From, o.Plain)
+	items, warnings, notes, err := collectFleet(ctx, args, o.From, o.Plain)
 	if err != nil {
 		return err
 	}

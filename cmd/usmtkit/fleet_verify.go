@@ -34,7 +34,7 @@ func runVerifyFleet(ctx context.Context, o *verifyOptions, args []string, level 
 		}
 		manifestDir = o.Manifest
 	}
-	items, warnings, notes, err := collectFleet(args, o.From, o.Plain)
+	items, warnings, notes, err := collectFleet(ctx, args, o.From, o.Plain)
 	if err != nil {
 		return err
 	}

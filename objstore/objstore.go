@@ -270,6 +270,22 @@ func (c *Client) Stat(ctx context.Context, loc Location) (int64, error) {
 	return oi.Size, nil
 }
 
+// prefixHint is err, the error of opening loc, with a hint when loc's key
+// is missing but names a prefix without its final / (one list request,
+// only on that error path).
+func (c *Client) prefixHint(ctx context.Context, loc Location, err error) error {
+	if !errors.Is(err, ErrNotFound) || bucketMissing(err) || strings.HasSuffix(loc.Key, "/") {
+		return err
+	}
+	for oi := range c.mc.ListObjectsIter(ctx, loc.Bucket, minio.ListObjectsOptions{Prefix: loc.Key + "/", Recursive: true, MaxKeys: 1}) {
+		if oi.Err == nil {
+			return fmt.Errorf("%s: no such object, but %s/ is a prefix with objects under it (end the name with / to name every archive under it): %w", loc, loc, ErrNotFound)
+		}
+		break
+	}
+	return err
+}
+
 // Object is one object found under a prefix.
 type Object struct {
 	Location

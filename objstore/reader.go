@@ -108,7 +108,7 @@ func (c *Client) Open(ctx context.Context, loc Location, opts ReaderOptions) (*R
 	}
 	if err != nil {
 		_, err = c.Stat(sctx, loc) // the same question, classified
-		return nil, err
+		return nil, c.prefixHint(sctx, loc, err)
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	r := &Reader{c: c, loc: loc, size: oi.Size, etag: oi.ETag, opts: opts, ctx: rctx, cancel: rcancel,

@@ -128,6 +128,13 @@ func TestObjectStorePrefix(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "m"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The prefix's name without its final /, and a bucket alone.
+	if code, _, stderr := runCLI(t, "ls", strings.TrimSuffix(prefix, "/")); code != exitcodes.NoStore || !strings.Contains(stderr, "site12/ is a prefix with objects under it") {
+		t.Errorf("ls PREFIX without /: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "ls", "s3://prefix"); code != exitcodes.Usage || !strings.Contains(stderr, "names a prefix") {
+		t.Errorf("ls BUCKET: exit %d: %s", code, stderr)
+	}
 	for _, args := range [][]string{{"ls", prefix}, {"extract", prefix, filepath.Join(dir, "x")}, {"salvage", prefix, filepath.Join(dir, "y")}, {"mount", prefix, filepath.Join(dir, "m")}} {
 		if code, _, stderr := runCLI(t, args...); code != exitcodes.Usage || !strings.Contains(stderr, "names a prefix") {
 			t.Errorf("%v: exit %d: %s", args, code, stderr)

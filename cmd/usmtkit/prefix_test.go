@@ -51,6 +51,12 @@ func TestObjectStorePrefix(t *testing.T) {
 	if !strings.Contains(out, "1 object(s) whose keys do not end in .tar.zst were not read") {
 		t.Errorf("info PREFIX does not count the README:\n%s", out)
 	}
+	// Its requests: one list, then each archive's index (1 HEAD, 1 GET).
+	t.Setenv(requestsEnv, "1")
+	if _, _, stderr := runCLI(t, "info", prefix); !strings.Contains(stderr, fmt.Sprintf("s3 requests: %d HEAD, %d GET, 0 PUT", len(stores), len(stores)+1)) {
+		t.Errorf("info PREFIX requests: %s", stderr)
+	}
+	t.Setenv(requestsEnv, "")
 	code, out, stderr = runCLI(t, "info", "--json", prefix)
 	var rep prefixReport
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Kind != kindPrefix || rep.StoreType != "prefix" || len(rep.Archives) != len(stores) {

@@ -347,6 +347,10 @@ func (a *Archive) Created() time.Time { return time.Unix(0, a.t.createdNs) }
 // EntryCount is the number of entries, the root included.
 func (a *Archive) EntryCount() int { return a.t.n }
 
+// Totals implements store.Totaler from the TOC: every entry (the root
+// included) and the bytes of the files' data, hard-linked data once.
+func (a *Archive) Totals() (entries, bytes int64) { return int64(a.t.n), a.t.dataBytes }
+
 // Info implements store.Store.
 func (a *Archive) Info() *store.Info {
 	info := a.info

@@ -248,6 +248,9 @@ type toc struct {
 	// nlink counts the names of each hard-link group that has more than
 	// one, keyed by the group's first name; absent means 1.
 	nlink map[uint32]uint32
+	// dataBytes is the bytes of every file's data, each hard-link group
+	// once (summed while the TOC is checked at open).
+	dataBytes int64
 }
 
 func (t *toc) rec(i uint32) []byte { o := t.entOff + int(i)*t.es; return t.raw[o : o+entryRecSize] }
@@ -415,6 +418,7 @@ func parseTOC(raw []byte, entryCount uint64, dataEnd uint64) (*toc, error) {
 			if sum != size {
 				return nil, bad("entry %d (%q): chunks hold %d bytes, size is %d", i, name, sum, size)
 			}
+			t.dataBytes += int64(size)
 		case tocHardlink:
 			lt := le.Uint32(r[eLinkTarget:])
 			if uint64(lt) >= n || t.typ(lt) != tocFile || t.size(lt) != int64(size) || cnt != 0 {

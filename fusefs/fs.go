@@ -112,6 +112,20 @@ func (f *FS) StoreRoots() []string {
 	return out
 }
 
+// totals sums store.Totaler over the mount's stores; ok is false when a
+// store does not know its size without a walk.
+func (f *FS) totals() (entries, bytes int64, ok bool) {
+	for _, t := range f.trees {
+		tt, isT := t.st.(store.Totaler)
+		if !isT {
+			return 0, 0, false
+		}
+		e, b := tt.Totals()
+		entries, bytes = entries+e, bytes+b
+	}
+	return entries, bytes, len(f.trees) > 0
+}
+
 // Member is one store of a state migration point share copy.
 type Member struct {
 	Name  string      // folder name in the mount (the store id)

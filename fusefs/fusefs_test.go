@@ -295,6 +295,11 @@ func TestMountMultiVolume(t *testing.T) {
 		t.Errorf("merged root lists %q; want C,D,E,%s", names, ControlDir)
 	}
 	runBehaviour(t, osFS{mnt}, s, ViewWindows, behaviourOpts{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), checkNlink: true})
+	// A folder store's size would need a walk: df shows no blocks.
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &sfs); err != nil || sfs.Blocks != 0 || sfs.Bsize != 4096 {
+		t.Errorf("statfs of a folder store's mount: %v %+v", err, sfs)
+	}
 }
 
 func TestMountPlain(t *testing.T) {
@@ -517,6 +522,21 @@ func TestMountArchive(t *testing.T) {
 	y, _ := osFS{mnt}.Stat("C/Users/jdoe/Music/Favourites/song.mp3")
 	if x.Ino != y.Ino || x.Nlink != 2 {
 		t.Errorf("archive hard links: ino %d/%d nlink %d; want one inode with 2 names", x.Ino, y.Ino, x.Nlink)
+	}
+	// df: the archive's data (hard links once) is the space used, nothing
+	// is free, its entries are the inodes.
+	sum, err := store.Summarize(context.Background(), a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64((sum.BytesUnique + 4095) / 4096); sfs.Blocks != want || sfs.Bfree != 0 || sfs.Bavail != 0 ||
+		sfs.Files != uint64(a.EntryCount()) || sfs.Bsize != 4096 || sum.BytesUnique == sum.BytesApparent {
+		t.Errorf("statfs: %d blocks (want %d), %d free, %d files (want %d); unique %d apparent %d",
+			sfs.Blocks, want, sfs.Bfree, sfs.Files, a.EntryCount(), sum.BytesUnique, sum.BytesApparent)
 	}
 	t.Run("adapter", func(t *testing.T) {
 		runBehaviour(t, newNodeFS(t, adapt(t, a, Options{})), a, ViewWindows, behaviourOpts{checkNlink: true})

@@ -361,10 +361,17 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(n.e.LinkTarget), 0
 }
 
-// Statfs implements fs.NodeStatfser. Sizes are not known without a walk;
-// df shows the mount with zero blocks.
+// Statfs implements fs.NodeStatfser. When every store of the mount knows
+// its size without a walk (archives: store.Totaler), df shows it as the
+// space used, with nothing free, as squashfuse shows an image; a folder
+// store's size would need a walk, so a mount holding one shows zero
+// blocks.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Bsize, out.Frsize, out.NameLen = 4096, 4096, 255
+	if entries, bytes, ok := n.fsys.totals(); ok {
+		out.Blocks = uint64((bytes + 4095) / 4096)
+		out.Files = uint64(entries)
+	}
 	return 0
 }
 

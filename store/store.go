@@ -171,6 +171,13 @@ type Store interface {
 	Close() error
 }
 
+// Totaler is a store that knows its size without a walk (an archive's
+// index does): its entries, the root included, and the bytes of its
+// files' data, each hard-link group once. A mount reports them to df.
+type Totaler interface {
+	Totals() (entries, bytes int64)
+}
+
 // Info describes an opened store.
 type Info struct {
 	Kind    Kind

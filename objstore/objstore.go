@@ -125,8 +125,9 @@ type Config struct {
 
 // Client is a connection to one server.
 type Client struct {
-	mc     *minio.Client
-	region string
+	mc        *minio.Client
+	region    string
+	transport http.RoundTripper
 }
 
 // NewClient makes a client. Credentials come, in order, from
@@ -189,7 +190,17 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", ep, err)
 	}
-	return &Client{mc: mc, region: region}, nil
+	return &Client{mc: mc, region: region, transport: transport}, nil
+}
+
+// closeIdle closes the client's idle connections. Commands over many
+// archives make a client for each, and each client's connections would
+// otherwise stay open (a descriptor here and one on the server) for the
+// transport's idle timeout of a minute: one per archive, measured.
+func (c *Client) closeIdle() {
+	if t, ok := c.transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
 }
 
 // Region is the region the client signs its requests for.

@@ -128,9 +128,12 @@ func (r *Reader) Name() string { return r.loc.String() }
 // GETs counts the ranged GETs sent so far (for scripts/bench/s3.sh).
 func (r *Reader) GETs() int64 { return r.gets.Load() }
 
-// Close stops read-ahead; reads after Close fail.
+// Close stops read-ahead and closes the client's idle connections (see
+// Client.closeIdle; a client shared with other readers dials again when
+// it needs to); reads after Close fail.
 func (r *Reader) Close() error {
 	r.cancel()
+	r.c.closeIdle()
 	return nil
 }
 

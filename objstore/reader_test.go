@@ -3,7 +3,10 @@ package objstore_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +88,91 @@ func TestReaderGETsPerRead(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := r2.GETs(); n != 3 {
 		t.Errorf("a prefetched chunk walk and two stepping header reads: %d GETs, want 3", n)
+	}
+}
+
+// sockets counts this process's open sockets.
+func sockets(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// A command over many archives opens each with its own client: closing a
+// reader closes its idle connections, so they do not pile up (each an
+// open descriptor here and on the server) for the transport's idle
+// timeout of a minute.
+func TestReaderCloseLeavesNoIdleConnections(t *testing.T) {
+	fixtures.S3Endpoint(t)
+	ctx := context.Background()
+	c, err := objstore.NewClient(objstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnsureBucket(ctx, "idle"); err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := objstore.ParseURL("s3://idle/x.bin")
+	up, err := c.Create(ctx, loc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("usmtkit "), 300<<10)
+	if _, err := up.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := sockets(t)
+	for range 30 {
+		c, err := objstore.NewClient(objstore.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Open(ctx, loc, objstore.ReaderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(data))
+		if n, err := r.ReadAt(got, 0); n != len(data) || !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes: %v", n, err)
+		}
+		r.Close()
+	}
+	if after := sockets(t); after-before > 4 {
+		t.Errorf("%d sockets open after 30 readers were closed (%d before)", after, before)
+	}
+	// The same for uploads (up to UploadThreads connections each).
+	before = sockets(t)
+	for i := range 10 {
+		c, err := objstore.NewClient(objstore.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, err := c.Create(ctx, objstore.Location{Bucket: "idle", Key: fmt.Sprintf("up%d.bin", i)}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := up.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			up.Abort()
+		} else if err := up.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := sockets(t); after-before > 4 {
+		t.Errorf("%d sockets open after 10 uploads ended (%d before)", after, before)
 	}
 }

@@ -93,6 +93,14 @@ func newTransport(secure bool, caBundle string, insecure bool) (http.RoundTrippe
 	return countingTransport{next: t}, nil
 }
 
+// CloseIdleConnections closes the idle connections of the transport
+// below (Client.closeIdle).
+func (t countingTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch req.Method {
 	case http.MethodHead:

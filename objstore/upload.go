@@ -34,6 +34,7 @@ type Upload struct {
 	size    int64
 	written atomic.Int64
 	cancel  context.CancelFunc
+	c       *Client
 }
 
 // Create starts an upload of loc. With replace false an existing object
@@ -48,7 +49,7 @@ func (c *Client) Create(ctx context.Context, loc Location, replace bool) (*Uploa
 	}
 	pr, pw := io.Pipe()
 	uctx, cancel := context.WithCancel(ctx)
-	u := &Upload{loc: loc, pw: pw, done: make(chan struct{}), cancel: cancel}
+	u := &Upload{loc: loc, pw: pw, done: make(chan struct{}), cancel: cancel, c: c}
 	go func() {
 		defer close(u.done)
 		info, err := c.mc.PutObject(uctx, loc.Bucket, loc.Key, pr, -1, minio.PutObjectOptions{
@@ -85,6 +86,7 @@ func (u *Upload) Close() error {
 	u.pw.Close()
 	<-u.done
 	u.cancel()
+	u.c.closeIdle()
 	if u.err != nil {
 		return u.err
 	}
@@ -100,4 +102,5 @@ func (u *Upload) Abort() {
 	u.pw.CloseWithError(ErrAborted)
 	<-u.done
 	u.cancel()
+	u.c.closeIdle()
 }

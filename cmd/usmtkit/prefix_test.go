@@ -42,7 +42,8 @@ func TestObjectStorePrefix(t *testing.T) {
 		t.Fatalf("info PREFIX: exit %d\n%s\n%s", code, out, stderr)
 	}
 	for i := range stores {
-		for _, want := range []string{fmt.Sprintf("%sSMPSTORE_1A2B3C4D$_PC%03d.tar.zst", prefix, i), fmt.Sprintf(`user C:\Users\u%03d`, i)} {
+		// Quoted for the shell: $_PC000 would be a variable.
+		for _, want := range []string{fmt.Sprintf("'%sSMPSTORE_1A2B3C4D$_PC%03d.tar.zst'\n", prefix, i), fmt.Sprintf(`user C:\Users\u%03d`, i)} {
 			if !strings.Contains(out, want) {
 				t.Errorf("info PREFIX lacks %q:\n%s", want, out)
 			}
@@ -115,7 +116,7 @@ func TestObjectStorePrefix(t *testing.T) {
 	putFile(t, c, cut, prefix+"cut.tar.zst")
 	code, out, _ = runCLI(t, "info", prefix)
 	t.Logf("info PREFIX:\n%s", out)
-	if code != exitcodes.Partial || !strings.Contains(out, prefix+"cut.tar.zst\n    PROBLEM: ") {
+	if code != exitcodes.Partial || !strings.Contains(out, "  "+prefix+"cut.tar.zst\n    PROBLEM: ") {
 		t.Errorf("info PREFIX with a cut archive: exit %d\n%s", code, out)
 	}
 	code, out, _ = runCLI(t, "verify", prefix)
@@ -144,6 +145,19 @@ func TestObjectStorePrefix(t *testing.T) {
 	for _, args := range [][]string{{"ls", prefix}, {"extract", prefix, filepath.Join(dir, "x")}, {"salvage", prefix, filepath.Join(dir, "y")}, {"mount", prefix, filepath.Join(dir, "m")}} {
 		if code, _, stderr := runCLI(t, args...); code != exitcodes.Usage || !strings.Contains(stderr, "names a prefix") {
 			t.Errorf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"s3://b/site12/pc042.tar.zst":              "s3://b/site12/pc042.tar.zst",
+		"s3://b/site12/SMPSTORE_1A$_PC042.tar.zst": "'s3://b/site12/SMPSTORE_1A$_PC042.tar.zst'",
+		"s3://b/it's here.tar.zst":                 `'s3://b/it'\''s here.tar.zst'`,
+		"":                                         "''",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

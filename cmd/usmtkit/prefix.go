@@ -137,9 +137,12 @@ func runInfoPrefix(ctx context.Context, o *infoOptions, name string) error {
 	}
 	rep.Archives = make([]prefixArchive, len(l.Archives))
 	m := o.meter("reading archive indexes")
-	var done, mu = int64(0), sync.Mutex{}
+	var (
+		mu   sync.Mutex
+		done int64
+		wg   sync.WaitGroup
+	)
 	work := make(chan int)
-	var wg sync.WaitGroup
 	for range min(prefixInfoJobs, len(l.Archives)) {
 		wg.Add(1)
 		go func() {

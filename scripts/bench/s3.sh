@@ -20,8 +20,12 @@
 #                       through `usmtkit mount` (randread), a fresh mount each
 #   curl GET            the whole object with curl: the floor for reading
 #                       everything from this server
+#   prefix rows         PREFIX_N (default 200) small archives under one
+#                       prefix: info PREFIX, verify PREFIX --jobs 2, and a
+#                       shell loop of one info per archive (0: skipped;
+#                       SIZES= PREFIX_N=200 runs these rows alone)
 # and the ratio bucket / disk (for MB/s: bucket / disk, higher is better). Environment: SIZES, RUNS, ONLY=compress (the compress
-# and curl PUT rows alone), WORK (scratch,
+# and curl PUT rows alone), PREFIX_N, WORK (scratch,
 # default /tmp/usmtkit-bench-s3; stores are kept between runs), PORT
 # (default 18433).
 set -euo pipefail
@@ -188,3 +192,33 @@ for size in $SIZES; do
 	tc=$(timed "$WORK/err" curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -o /dev/null "$ep/bench/$size.tar.zst")
 	row "curl GET (floor)" "" "$tc" "" "1 GET of $asize bytes"
 done
+
+# Archives under a prefix (docs/object-storage.md): PREFIX_N copies of the
+# USMT4 fixture store in one SMPSTORE folder, compressed over many stores
+# to s3://bench/prefix-N/, then `info PREFIX` (every archive's index and
+# users), `verify PREFIX --jobs 2`, and what a script would run without
+# prefixes: one `usmtkit info s3://...` per archive.
+[ "${ONLY:-}" = compress ] && exit 0
+[ "${PREFIX_N:-200}" -gt 0 ] || exit 0
+n=${PREFIX_N:-200}
+share="$WORK/share-$n"
+if [ ! -d "$share" ]; then
+	one=$("$WORK/bin/mkstore" -kind usmt4 -out "$WORK/one-usmt4")
+	mkdir -p "$share/SMPSTORE_1A2B3C4D\$"
+	for ((i = 0; i < n; i++)); do cp -a "$one" "$share/SMPSTORE_1A2B3C4D\$/PC$(printf %04d "$i")"; done
+fi
+pfx="s3://bench/prefix-$n/"
+"$U" -q compress "$share" -o "$pfx" --force --jobs 2 >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+"$U" info --json "$pfx" | sed -n 's/^      "input": "\(s3:[^"]*\)",$/\1/p' >"$WORK/prefix-archives.txt"
+[ "$(wc -l <"$WORK/prefix-archives.txt")" = "$n" ] || { echo "s3.sh: info $pfx listed $(wc -l <"$WORK/prefix-archives.txt") archives, not $n" >&2; exit 1; }
+echo
+echo "== $n small archives under $pfx, medians of $RUNS"
+row "operation" "" "seconds" "ms each" "requests"
+for op in info verify; do
+	args=("$pfx")
+	[ $op = verify ] && args+=(--jobs 2)
+	t=$(timed "$WORK/err" "$U" -q $op "${args[@]}")
+	row "$op PREFIX" "" "$t" "$(awk -v t="$t" -v n="$n" 'BEGIN{printf "%.1f", 1000*t/n}')" "$(requests "$WORK/err")"
+done
+t=$(timed "$WORK/err" bash -c "while IFS= read -r u; do '$U' -q info \"\$u\" >/dev/null || exit 1; done <'$WORK/prefix-archives.txt'")
+row "loop: info per archive" "" "$t" "$(awk -v t="$t" -v n="$n" 'BEGIN{printf "%.1f", 1000*t/n}')" "one process per archive"

@@ -30,7 +30,7 @@
 # (default 18433).
 set -euo pipefail
 
-SIZES=${SIZES:-200M 2G}
+SIZES=${SIZES-200M 2G} # empty: no store sizes (the prefix rows alone)
 RUNS=${RUNS:-3}
 WORK=${WORK:-/tmp/usmtkit-bench-s3}
 PORT=${PORT:-18433}

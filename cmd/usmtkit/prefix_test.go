@@ -90,6 +90,14 @@ func TestObjectStorePrefix(t *testing.T) {
 	if !strings.Contains(stderr, "1 object(s) whose keys do not end in .tar.zst") {
 		t.Errorf("verify PREFIX does not count the README:\n%s", stderr)
 	}
+	// A prefix among --from's lines, and the JSON error of an empty one.
+	from := filepath.Join(dir, "from.txt")
+	if err := os.WriteFile(from, []byte("# site 12\r\n"+prefix+"\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := runCLI(t, "verify", "--from", from); code != 0 || linesStarting(out, "OK ") != len(stores) {
+		t.Errorf("verify --from with a prefix: exit %d\n%s\n%s", code, out, stderr)
+	}
 	prefixManifests := filepath.Join(dir, "prefix-manifests")
 	if code, out, stderr := runCLI(t, "index", prefix, "-o", prefixManifests); code != 0 {
 		t.Fatalf("index PREFIX: exit %d\n%s\n%s", code, out, stderr)
@@ -127,6 +135,9 @@ func TestObjectStorePrefix(t *testing.T) {
 
 	// Nothing there, no bucket, one-store commands.
 	empty := strings.TrimSuffix(prefix, "site12/") + "nothing/"
+	if code, _, stderr := runCLI(t, "info", "--json", empty); code != exitcodes.NoStore || !strings.Contains(stderr, `"exit_code":10`) || !strings.Contains(stderr, `"type":"error"`) {
+		t.Errorf("info --json of an empty prefix: exit %d\n%s", code, stderr)
+	}
 	for _, args := range [][]string{{"info", empty}, {"verify", empty}, {"info", "s3://no-such-bucket-here/x/"}} {
 		if code, _, stderr := runCLI(t, args...); code != exitcodes.NoStore || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
 			t.Errorf("%v: exit %d, want %d: %s", args, code, exitcodes.NoStore, stderr)

@@ -143,6 +143,14 @@ func TestObjectStorePrefix(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d: %s", args, code, exitcodes.NoStore, stderr)
 		}
 	}
+	t.Run("wrong credentials", func(t *testing.T) {
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+		for _, cmd := range []string{"info", "verify"} {
+			if code, _, stderr := runCLI(t, cmd, prefix); code != exitcodes.Failure || !strings.Contains(stderr, "refused the credentials") || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Errorf("%s PREFIX: exit %d: %s", cmd, code, stderr)
+			}
+		}
+	})
 	if err := os.Mkdir(filepath.Join(dir, "m"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -95,7 +95,7 @@ func runCompressFleet(ctx context.Context, o *compressOptions, args []string, p 
 		switch r.Status {
 		case journal.StatusOK, journal.StatusProblems:
 			r.Words = fmt.Sprintf("%d files (%s) -> %s (%s), read back and checked", rep.Files, progress.Bytes(rep.BytesIn),
-				sub.Output, progress.Bytes(rep.BytesOut))
+				shellQuote(sub.Output), progress.Bytes(rep.BytesOut))
 			if err != nil {
 				r.Words += fmt.Sprintf("; %v", err)
 			}

@@ -57,7 +57,7 @@ func runIndexFleet(ctx context.Context, o *indexOptions, args []string) error {
 		}
 		switch r.Status {
 		case journal.StatusOK, journal.StatusProblems:
-			r.Words = fmt.Sprintf("%s: %d files (%s) into %s", r.Kind, out.Counts.Files, progress.Bytes(out.Counts.Bytes), sub.Output)
+			r.Words = fmt.Sprintf("%s: %d files (%s) into %s", r.Kind, out.Counts.Files, progress.Bytes(out.Counts.Bytes), shellQuote(sub.Output))
 			if out.Counts.Errors > 0 || err != nil {
 				r.Words += fmt.Sprintf("; %v", err)
 			}

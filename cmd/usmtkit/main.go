@@ -284,3 +284,21 @@ func startCPUProfile(path string) (stop func()) {
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
 }
+
+// shellQuote returns s as a shell word: as it is when it holds only
+// characters no shell treats specially, else in single quotes. Share
+// members' names hold a $ (SMPSTORE_1A2B3C4D$_PC042.tar.zst), which a shell
+// would take for a variable ($_PC042) when the name is pasted unquoted.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

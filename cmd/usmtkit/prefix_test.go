@@ -27,8 +27,9 @@ func TestObjectStorePrefix(t *testing.T) {
 	if code, out, stderr := runCLI(t, "index", root, "-o", shareManifests); code != 0 {
 		t.Fatalf("index SHARE: exit %d\n%s\n%s", code, out, stderr)
 	}
-	if code, out, stderr := runCLI(t, "compress", root, "-o", prefix, "--level", "fastest"); code != 0 {
-		t.Fatalf("compress SHARE -o PREFIX: exit %d\n%s\n%s", code, out, stderr)
+	if code, out, stderr := runCLI(t, "compress", root, "-o", prefix, "--level", "fastest"); code != 0 ||
+		!strings.Contains(out, fmt.Sprintf("-> '%sSMPSTORE_1A2B3C4D$_PC000.tar.zst' (", prefix)) {
+		t.Fatalf("compress SHARE -o PREFIX (each archive named ready to paste): exit %d\n%s\n%s", code, out, stderr)
 	}
 	readme := filepath.Join(dir, "README.txt")
 	if err := os.WriteFile(readme, []byte("site 12, closed 2026-12\n"), 0o644); err != nil {

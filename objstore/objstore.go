@@ -304,28 +304,27 @@ type Object struct {
 	Modified time.Time
 }
 
-// List returns every object whose key starts with prefix.Key, at any
-// depth below it, in key order: one ListObjectsV2 request per 1000
-// objects. A missing bucket, refused credentials and an unreachable
-// server are errors, as for Stat; a prefix with no object under it gives
-// none.
-func (c *Client) List(ctx context.Context, prefix Location) ([]Object, error) {
+// List calls fn for every object whose key starts with prefix.Key, at
+// any depth below it, in key order: one ListObjectsV2 request per 1000
+// objects, nothing kept here (a prefix may hold millions). A missing
+// bucket, refused credentials and an unreachable server are errors, as
+// for Stat; a prefix with no object under it calls fn for none.
+func (c *Client) List(ctx context.Context, prefix Location, fn func(Object)) error {
 	ctx, cancel := withCertAbort(ctx)
 	defer cancel(nil)
-	var out []Object
 	for oi := range c.mc.ListObjectsIter(ctx, prefix.Bucket, minio.ListObjectsOptions{Prefix: prefix.Key, Recursive: true}) {
 		if cerr := certRefused(ctx); cerr != nil {
-			return nil, classify(prefix, cerr)
+			return classify(prefix, cerr)
 		}
 		if oi.Err != nil {
-			return nil, classify(prefix, oi.Err)
+			return classify(prefix, oi.Err)
 		}
-		out = append(out, Object{Location: Location{Bucket: prefix.Bucket, Key: oi.Key}, Size: oi.Size, Modified: oi.LastModified})
+		fn(Object{Location: Location{Bucket: prefix.Bucket, Key: oi.Key}, Size: oi.Size, Modified: oi.LastModified})
 	}
 	if cerr := certRefused(ctx); cerr != nil {
-		return nil, classify(prefix, cerr)
+		return classify(prefix, cerr)
 	}
-	return out, nil
+	return nil
 }
 
 // EnsureBucket creates the bucket unless it exists (tests, benchmarks).

@@ -43,12 +43,8 @@ func listPrefix(ctx context.Context, name string) (*prefixListing, error) {
 	if err != nil {
 		return nil, err
 	}
-	objs, err := c.List(ctx, loc)
-	if err != nil {
-		return nil, err
-	}
 	l := &prefixListing{Prefix: loc}
-	for _, o := range objs {
+	err = c.List(ctx, loc, func(o objstore.Object) {
 		switch {
 		case strings.HasSuffix(o.Key, "/"):
 			// A folder marker (some servers keep one per "folder"): no data.
@@ -57,6 +53,9 @@ func listPrefix(ctx context.Context, name string) (*prefixListing, error) {
 		default:
 			l.Others++
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return l, nil
 }

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -128,6 +129,7 @@ type Client struct {
 	mc        *minio.Client
 	region    string
 	transport http.RoundTripper
+	shared    atomic.Bool // Share: readers and uploads leave idle connections open
 }
 
 // NewClient makes a client. Credentials come, in order, from
@@ -193,15 +195,25 @@ func NewClient(cfg Config) (*Client, error) {
 	return &Client{mc: mc, region: region, transport: transport}, nil
 }
 
-// closeIdle closes the client's idle connections. Commands over many
-// archives make a client for each, and each client's connections would
-// otherwise stay open (a descriptor here and one on the server) for the
-// transport's idle timeout of a minute: one per archive, measured.
+// closeIdle closes the client's idle connections when a reader closes or
+// an upload ends, unless the client is shared. A client made for one
+// archive would otherwise keep its connections open (a descriptor here
+// and one on the server) for the transport's idle timeout of a minute:
+// one per archive over a run of many, measured.
 func (c *Client) closeIdle() {
+	if c.shared.Load() {
+		return
+	}
 	if t, ok := c.transport.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
 }
+
+// Share marks the client as used for many archives one after another:
+// closing a reader or ending an upload leaves its connections open for
+// the next archive (no new connect, no new TLS handshake), at most 16
+// idle ones (minio-go's transport).
+func (c *Client) Share() { c.shared.Store(true) }
 
 // Region is the region the client signs its requests for.
 func (c *Client) Region() string { return c.region }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
@@ -27,11 +28,14 @@ type RequestCounts struct {
 	BytesIn int64
 	// BytesOut is request body bytes sent (uploaded parts).
 	BytesOut int64
+	// Conns is the connections opened to the server (each a TCP connect,
+	// and a TLS handshake for https): reused connections cost neither.
+	Conns int64
 }
 
 func (c RequestCounts) String() string {
-	return fmt.Sprintf("%d HEAD, %d GET, %d PUT, %d POST, %d DELETE, %d other; %d bytes received, %d sent",
-		c.HEAD, c.GET, c.PUT, c.POST, c.DELETE, c.Other, c.BytesIn, c.BytesOut)
+	return fmt.Sprintf("%d HEAD, %d GET, %d PUT, %d POST, %d DELETE, %d other; %d bytes received, %d sent; %d connections opened",
+		c.HEAD, c.GET, c.PUT, c.POST, c.DELETE, c.Other, c.BytesIn, c.BytesOut, c.Conns)
 }
 
 // Total is the number of requests of any method.
@@ -42,6 +46,7 @@ func (c RequestCounts) Total() int64 {
 var counters struct {
 	head, get, put, post, del, other atomic.Int64
 	in, out                          atomic.Int64
+	conns                            atomic.Int64
 }
 
 // Requests returns the requests sent by every client of this process.
@@ -49,7 +54,7 @@ func Requests() RequestCounts {
 	return RequestCounts{
 		HEAD: counters.head.Load(), GET: counters.get.Load(), PUT: counters.put.Load(),
 		POST: counters.post.Load(), DELETE: counters.del.Load(), Other: counters.other.Load(),
-		BytesIn: counters.in.Load(), BytesOut: counters.out.Load(),
+		BytesIn: counters.in.Load(), BytesOut: counters.out.Load(), Conns: counters.conns.Load(),
 	}
 }
 
@@ -58,7 +63,7 @@ func (c RequestCounts) Since(before RequestCounts) RequestCounts {
 	return RequestCounts{
 		HEAD: c.HEAD - before.HEAD, GET: c.GET - before.GET, PUT: c.PUT - before.PUT,
 		POST: c.POST - before.POST, DELETE: c.DELETE - before.DELETE, Other: c.Other - before.Other,
-		BytesIn: c.BytesIn - before.BytesIn, BytesOut: c.BytesOut - before.BytesOut,
+		BytesIn: c.BytesIn - before.BytesIn, BytesOut: c.BytesOut - before.BytesOut, Conns: c.Conns - before.Conns,
 	}
 }
 
@@ -72,6 +77,14 @@ func newTransport(secure bool, caBundle string, insecure bool) (http.RoundTrippe
 	t, err := minio.DefaultTransport(secure)
 	if err != nil {
 		return nil, err
+	}
+	dial := t.DialContext
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			counters.conns.Add(1)
+		}
+		return c, err
 	}
 	if secure && caBundle != "" {
 		pem, err := os.ReadFile(caBundle)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/usmtkit/usmtkit/compress"
 	"github.com/usmtkit/usmtkit/internal/exitcodes"
@@ -22,13 +23,53 @@ var objConfig objstore.Config
 // objReaderOptions lets tests shorten the per-GET timeout.
 var objReaderOptions objstore.ReaderOptions
 
+// objClients keeps one client per configuration for the process, shared
+// (objstore.Client.Share): a command over many archives (info PREFIX,
+// verify over many stores) then reuses its connections from one archive
+// to the next instead of opening new ones (a TCP connect and, for https, a
+// TLS handshake per archive). The key holds everything the client's
+// configuration and credentials are read from, so a changed environment
+// (tests run many commands in one process) gets a client of its own.
+var objClients struct {
+	mu sync.Mutex
+	m  map[string]*objstore.Client
+}
+
+// objEnv is what objstore.NewClient and minio-go's credential chain read.
+var objEnv = []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
+	"AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+	"AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE", "HOME"}
+
+// objClient returns the process's client for the current configuration.
+func objClient() (*objstore.Client, error) {
+	key := fmt.Sprintf("%+v", objConfig)
+	for _, v := range objEnv {
+		key += "\x00" + os.Getenv(v)
+	}
+	objClients.mu.Lock()
+	defer objClients.mu.Unlock()
+	if c, ok := objClients.m[key]; ok {
+		return c, nil
+	}
+	c, err := objstore.NewClient(objConfig)
+	if err != nil {
+		return nil, err
+	}
+	c.Share()
+	if objClients.m == nil {
+		objClients.m = map[string]*objstore.Client{}
+	}
+	objClients.m[key] = c
+	return c, nil
+}
+
 // openObject opens s3://BUCKET/KEY as a Reader.
 func openObject(ctx context.Context, name string) (*objstore.Reader, error) {
 	loc, err := objstore.ParseURL(name)
 	if err != nil {
 		return nil, err
 	}
-	c, err := objstore.NewClient(objConfig)
+	c, err := objClient()
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +110,7 @@ func createObjectArchive(ctx context.Context, name string, src store.Store, opts
 	if strings.HasSuffix(loc.Key, "/") {
 		return nil, exitcodes.Usagef(fmt.Sprintf("%s ends in /: give the object's full key, e.g. %sstore.tar.zst", name, name))
 	}
-	c, err := objstore.NewClient(objConfig)
+	c, err := objClient()
 	if err != nil {
 		return nil, err
 	}

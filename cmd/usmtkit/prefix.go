@@ -39,7 +39,7 @@ func listPrefix(ctx context.Context, name string) (*prefixListing, error) {
 	if err != nil {
 		return nil, exitcodes.Usagef(err.Error())
 	}
-	c, err := objstore.NewClient(objConfig)
+	c, err := objClient()
 	if err != nil {
 		return nil, err
 	}

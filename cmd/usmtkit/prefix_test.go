@@ -58,6 +58,13 @@ func TestObjectStorePrefix(t *testing.T) {
 	if _, _, stderr := runCLI(t, "info", prefix); !strings.Contains(stderr, fmt.Sprintf("s3 requests: %d HEAD, %d GET, 0 PUT", len(stores), len(stores)+1)) {
 		t.Errorf("info PREFIX requests: %s", stderr)
 	}
+	// One client for the run: the archives, one after another, reuse its
+	// connection (a client per archive opened one each: 4 here). Another
+	// AWS_PROFILE makes a fresh client, whose first request connects.
+	t.Setenv("AWS_PROFILE", "fresh-client")
+	if _, _, stderr := runCLI(t, "verify", prefix, "--jobs", "1"); !strings.Contains(stderr, "; 1 connections opened") {
+		t.Errorf("verify PREFIX --jobs 1: %s", stderr)
+	}
 	t.Setenv(requestsEnv, "")
 	code, out, stderr = runCLI(t, "info", "--json", prefix)
 	var rep prefixReport

@@ -218,7 +218,8 @@ for op in info verify; do
 	args=("$pfx")
 	[ $op = verify ] && args+=(--jobs 2)
 	t=$(timed "$WORK/err" "$U" -q $op "${args[@]}")
-	row "$op PREFIX" "" "$t" "$(awk -v t="$t" -v n="$n" 'BEGIN{printf "%.1f", 1000*t/n}')" "$(requests "$WORK/err")"
+	c=$(sed -n 's/^usmtkit: s3 requests: .*; \([0-9]*\) connections opened$/\1/p' "$WORK/err" | tail -1)
+	row "$op PREFIX" "" "$t" "$(awk -v t="$t" -v n="$n" 'BEGIN{printf "%.1f", 1000*t/n}')" "$(requests "$WORK/err"), ${c:-?} connections opened"
 done
 t=$(timed "$WORK/err" bash -c "while IFS= read -r u; do '$U' -q info \"\$u\" >/dev/null || exit 1; done <'$WORK/prefix-archives.txt'")
 row "loop: info per archive" "" "$t" "$(awk -v t="$t" -v n="$n" 'BEGIN{printf "%.1f", 1000*t/n}')" "one process per archive"

@@ -85,6 +85,25 @@ func (a *Archive) readFrame(c uint32, n uint32) (bp offHeap, frame []byte, err e
 	return bp, frame, nil
 }
 
+// decodedLen is what chunk c decodes to: its data and, in a file's last
+// chunk, the file's tar padding (written in the same frames).
+func (a *Archive) decodedLen(c uint32, last bool, fileSize int64) int {
+	want := int(a.t.chunk(c).uSize)
+	if last {
+		want += int(tarPad(fileSize))
+	}
+	return want
+}
+
+// checkChunkSum checks chunk c's decoded data (its padding cut off)
+// against the TOC's xxhash64, when the archive has them.
+func (a *Archive) checkChunkSum(c uint32, data []byte) error {
+	if a.ft.flags&flagChunkXXH != 0 && xxhash.Sum64(data) != a.t.chunk(c).sum {
+		return fmt.Errorf("%w: xxhash64 mismatch", store.ErrCorrupt)
+	}
+	return nil
+}
+
 // decodeChunk reads, decodes and verifies one whole chunk frame. The error
 // wraps store.ErrCorrupt when the data is damaged.
 func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, error) {
@@ -97,10 +116,7 @@ func (a *Archive) decodeChunk(c uint32, last bool, fileSize int64) ([]byte, erro
 func (a *Archive) decodeChunkInto(c uint32, last bool, fileSize int64, dst []byte) ([]byte, error) {
 	ch := a.t.chunk(c)
 	if a.ft.version > formatSingleFrame && int(ch.cSize) > a.frameWindow() {
-		want := int(ch.uSize)
-		if last {
-			want += int(tarPad(fileSize))
-		}
+		want := a.decodedLen(c, last, fileSize)
 		if cap(dst) < want {
 			dst = make([]byte, want)
 		}
@@ -110,8 +126,8 @@ func (a *Archive) decodeChunkInto(c uint32, last bool, fileSize int64, dst []byt
 				return nil, err
 			}
 			data = data[:ch.uSize]
-			if a.ft.flags&flagChunkXXH != 0 && xxhash.Sum64(data) != ch.sum {
-				return nil, fmt.Errorf("%w: xxhash64 mismatch", store.ErrCorrupt)
+			if err := a.checkChunkSum(c, data); err != nil {
+				return nil, err
 			}
 			return data, nil
 		}
@@ -172,11 +188,7 @@ func (a *Archive) decodeFramesInto(c uint32, dst []byte) ([]byte, error) {
 // checkChunk decodes and verifies chunk c from its frame, into dst when
 // it has room (else into a new buffer).
 func (a *Archive) checkChunk(c uint32, last bool, fileSize int64, frame, dst []byte) ([]byte, error) {
-	ch := a.t.chunk(c)
-	want := int(ch.uSize)
-	if last {
-		want += int(tarPad(fileSize))
-	}
+	want := a.decodedLen(c, last, fileSize)
 	var data []byte
 	var err error
 	if cap(dst) >= want {
@@ -190,9 +202,9 @@ func (a *Archive) checkChunk(c uint32, last bool, fileSize int64, frame, dst []b
 	if len(data) != want {
 		return nil, fmt.Errorf("%w: decoded %d bytes, expected %d", store.ErrCorrupt, len(data), want)
 	}
-	data = data[:ch.uSize]
-	if a.ft.flags&flagChunkXXH != 0 && xxhash.Sum64(data) != ch.sum {
-		return nil, fmt.Errorf("%w: xxhash64 mismatch", store.ErrCorrupt)
+	data = data[:a.t.chunk(c).uSize]
+	if err := a.checkChunkSum(c, data); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
@@ -227,10 +239,7 @@ func (a *Archive) decodeRange(c uint32, last bool, fileSize int64, need int, ful
 		data, err := a.decodeChunk(c, last, fileSize)
 		return data, err == nil, err
 	}
-	want := int(ch.uSize)
-	if last {
-		want += int(tarPad(fileSize))
-	}
+	want := a.decodedLen(c, last, fileSize)
 	// Read about as much of the frame as the data needed, with a margin;
 	// all of it when the blocks turn out to be less dense.
 	n := min(ch.cSize, uint32(uint64(ch.cSize)*uint64(need)/uint64(ch.uSize))+ch.cSize/16+64<<10)

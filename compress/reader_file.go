@@ -356,11 +356,7 @@ func (a *Archive) fill(f *archiveFile, k uint32, ent *cacheEnt, lo, need int, fu
 	}
 	var newBuf *decodedBuf
 	if pool {
-		want := int(a.t.chunk(c).uSize)
-		if last {
-			want += int(tarPad(f.size))
-		}
-		if poolable(want) {
+		if want := a.decodedLen(c, last, f.size); poolable(want) {
 			newBuf = newDecodedBuf(want)
 		}
 	}

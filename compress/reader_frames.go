@@ -90,10 +90,7 @@ const (
 // frames are damaged or are not the sizes the format gives them.
 func (a *Archive) decodeFrames(c uint32, last bool, fileSize int64, ent *cacheEnt, lo, need int) (span, int, error) {
 	ch := a.t.chunk(c)
-	want := int(ch.uSize)
-	if last {
-		want += int(tarPad(fileSize))
-	}
+	want := a.decodedLen(c, last, fileSize)
 	if len(ent.frames) == 0 {
 		ent.frames = a.frames.get(c)
 	}

@@ -230,10 +230,7 @@ func (f *FS) newTree(s store.Store, member string) (*tree, error) {
 		return nil, fmt.Errorf("reading the root of the store: %w", err)
 	}
 	t := &tree{fsys: f, st: s, member: member, rootE: root}
-	switch s.Info().Kind {
-	case store.KindUSMTDir, store.KindUSMT3Dir, store.KindPlain:
-		t.passthrough = !f.opts.NoPassthrough
-	}
+	t.passthrough = s.Info().Kind.IsDirectory() && !f.opts.NoPassthrough
 	if f.opts.View == ViewWindows {
 		t.findLayout()
 		if t.fileDir != "" {

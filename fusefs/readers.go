@@ -7,8 +7,6 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/usmtkit/usmtkit/store"
 )
 
 // Fewer request readers than Ps, for folder mounts.
@@ -49,9 +47,7 @@ func (f *FS) directoriesOnly() bool {
 		return false
 	}
 	for _, t := range f.trees {
-		switch t.st.Info().Kind {
-		case store.KindUSMTDir, store.KindUSMT3Dir, store.KindPlain:
-		default:
+		if !t.st.Info().Kind.IsDirectory() {
 			return false
 		}
 	}

@@ -230,9 +230,7 @@ func Scan(ctx context.Context, s store.Store, opts Options, emit func(*File) err
 	if sc.sum.LiveRoots == nil {
 		sc.sum.LiveRoots = []LiveRoot{}
 	}
-	switch info.Kind {
-	case store.KindUSMTDir, store.KindUSMT3Dir, store.KindPlain:
-	default:
+	if !info.Kind.IsDirectory() {
 		return nil, fmt.Errorf("%s is a %s store: hard links exist only in directory stores; run usmtkit info on it", strings.Join(info.Input, ", "), info.Kind)
 	}
 	for _, r := range info.Roots {

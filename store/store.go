@@ -64,6 +64,13 @@ const (
 	KindArchive Kind = "usmtkit-archive"
 )
 
+// IsDirectory reports whether stores of kind k are folders on a file
+// system (USMT 4+, USMT 3, plain): their files have descriptors, hard links
+// and a live tree, unlike archives, USMT.MIG files and share copies.
+func (k Kind) IsDirectory() bool {
+	return k == KindUSMTDir || k == KindUSMT3Dir || k == KindPlain
+}
+
 // EntryType is the type of an entry.
 type EntryType uint8
 

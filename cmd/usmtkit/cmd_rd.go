@@ -114,9 +114,7 @@ func runRd(ctx context.Context, o *rdOptions, args []string) error {
 		return err
 	}
 	info := s.Info()
-	switch info.Kind {
-	case store.KindUSMTDir, store.KindUSMT3Dir, store.KindPlain:
-	default:
+	if !info.Kind.IsDirectory() {
 		s.Close()
 		return fmt.Errorf("%s is a %s store, not a folder: delete it with rm after checking it; rd removes directory stores", strings.Join(args, ", "), info.Kind)
 	}

@@ -83,7 +83,7 @@ func fleetWanted(f *fleetFlags, args []string, plain bool) ([]*store.Detection, 
 	}
 	many := false
 	for _, d := range ds {
-		if d.Kind == store.KindSMP || len(ds) > 1 && d.Kind != store.KindUSMTDir && d.Kind != store.KindUSMT3Dir && d.Kind != store.KindPlain {
+		if d.Kind == store.KindSMP || len(ds) > 1 && !d.Kind.IsDirectory() {
 			many = true
 		}
 	}

@@ -74,8 +74,7 @@ func runSalvage(ctx context.Context, indexErr error, o Options, emit func(*Resul
 	v.missingDetail = "listed in the manifest, not found by the salvage walk (its header frame is damaged, or the archive is cut short)"
 	sv := &salvageRun{v: v, links: map[uint64]linkRec{}, hash: o.Level == LevelData, damagedAt: map[int64]bool{}}
 	if o.Manifest != nil {
-		switch k := store.Kind(o.Manifest.Header.Store.Kind); k {
-		case store.KindUSMTDir, store.KindUSMT3Dir, store.KindPlain:
+		if k := store.Kind(o.Manifest.Header.Store.Kind); k.IsDirectory() {
 			v.kind, sv.kindSet = k, true
 		}
 		if err := v.nextRec(); err != nil {

@@ -72,13 +72,19 @@ type Location struct {
 
 func (l Location) String() string { return Scheme + l.Bucket + "/" + l.Key }
 
+// splitURL splits s3://BUCKET/KEY (name starts with Scheme).
+func splitURL(name string) (bucket, key string) {
+	bucket, key, _ = strings.Cut(strings.TrimPrefix(name, Scheme), "/")
+	return bucket, key
+}
+
 // IsPrefix reports whether name is an s3:// name of a prefix rather than
 // of one object: s3://BUCKET, s3://BUCKET/ or a key that ends in /.
 func IsPrefix(name string) bool {
 	if !IsURL(name) {
 		return false
 	}
-	_, key, _ := strings.Cut(strings.TrimPrefix(name, Scheme), "/")
+	_, key := splitURL(name)
 	return key == "" || strings.HasSuffix(key, "/")
 }
 
@@ -88,7 +94,7 @@ func ParsePrefix(name string) (Location, error) {
 	if !IsPrefix(name) {
 		return Location{}, fmt.Errorf("%q is not an s3://BUCKET/PREFIX/ name (a prefix ends in /)", name)
 	}
-	bucket, key, _ := strings.Cut(strings.TrimPrefix(name, Scheme), "/")
+	bucket, key := splitURL(name)
 	if bucket == "" {
 		return Location{}, fmt.Errorf("%q needs a bucket: s3://BUCKET/PREFIX/", name)
 	}
@@ -100,8 +106,7 @@ func ParseURL(name string) (Location, error) {
 	if !IsURL(name) {
 		return Location{}, fmt.Errorf("%q is not an s3://BUCKET/KEY name", name)
 	}
-	rest := strings.TrimPrefix(name, Scheme)
-	bucket, key, _ := strings.Cut(rest, "/")
+	bucket, key := splitURL(name)
 	if bucket == "" || key == "" {
 		return Location{}, fmt.Errorf("%q needs a bucket and a key: s3://BUCKET/KEY", name)
 	}

@@ -183,9 +183,6 @@ func collectFleet(ctx context.Context, args []string, from string, plain bool) (
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			if len(l.Archives) == 0 {
-				return nil, nil, nil, l.noArchives()
-			}
 			if n := l.othersNote(); n != "" {
 				notes = append(notes, n)
 			}

@@ -33,7 +33,8 @@ type prefixListing struct {
 	Others   int // objects whose keys do not end in archiveSuffix
 }
 
-// listPrefix lists the archives under an s3:// prefix.
+// listPrefix lists the archives under an s3:// prefix; none is an error
+// (exit 10).
 func listPrefix(ctx context.Context, name string) (*prefixListing, error) {
 	loc, err := objstore.ParsePrefix(name)
 	if err != nil {
@@ -56,6 +57,9 @@ func listPrefix(ctx context.Context, name string) (*prefixListing, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(l.Archives) == 0 {
+		return nil, l.noArchives()
 	}
 	return l, nil
 }
@@ -126,9 +130,6 @@ func runInfoPrefix(ctx context.Context, o *infoOptions, name string) error {
 	l, err := listPrefix(ctx, name)
 	if err != nil {
 		return err
-	}
-	if len(l.Archives) == 0 {
-		return l.noArchives()
 	}
 	rep := &prefixReport{Input: []string{name}, Kind: kindPrefix, StoreType: "prefix", Roots: []string{l.Prefix.String()}, Notes: []string{}}
 	if n := l.othersNote(); n != "" {

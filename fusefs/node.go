@@ -302,13 +302,18 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	case n.e.Type != store.TypeFile:
 		return nil, 0, syscall.EACCES // never open FIFOs, sockets or devices
 	}
+	// A kept backing id goes back to rawFS.Open in the request's slot
+	// (backing.go); the kernel then reads the file itself.
 	var slot *openSlot
+	passOpen := func(id int32) (gofs.FileHandle, uint32, syscall.Errno) {
+		slot.id = id
+		n.fsys.handles.Add(1)
+		return &passHandle{n: n}, openFlags, 0
+	}
 	if b := n.fsys.backings; b != nil && n.t.passthrough {
 		if slot = b.slotOf(ctx.Done()); slot != nil {
 			if id := b.kept(n); id > 0 {
-				slot.id = id
-				n.fsys.handles.Add(1)
-				return &passHandle{n: n}, openFlags, 0
+				return passOpen(id)
 			}
 			if !b.enabled() {
 				slot = nil
@@ -326,9 +331,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 				if err := sf.Close(); err != nil {
 					n.fsys.logf("closing %s: %v", n.sp, err)
 				}
-				slot.id = id
-				n.fsys.handles.Add(1)
-				return &passHandle{n: n}, openFlags, 0
+				return passOpen(id)
 			}
 		}
 	}

@@ -78,6 +78,14 @@ func (ent *cacheEnt) disown(cb *decodedBuf) {
 	ent.ownMu.Unlock()
 }
 
+// release drops every reference the entry holds to pooled buffers (its
+// whole chunk's and its spans'), for good: it has left the cache (or was
+// never in it).
+func (ent *cacheEnt) release() {
+	ent.owned.Swap(nil).unref()
+	ent.releaseSpans()
+}
+
 // releaseSpans drops the entry's references to its spans' buffers, for
 // good: the entry has left the cache (or was never in it).
 func (ent *cacheEnt) releaseSpans() {
@@ -138,8 +146,7 @@ func (cc *chunkCache) resize(ent *cacheEnt) {
 		// Not kept, or dropped while it was being filled (before its
 		// pooled buffer was recorded): nothing else will drop the entry's
 		// reference to that buffer.
-		ent.owned.Swap(nil).unref()
-		ent.releaseSpans()
+		ent.release()
 		return
 	}
 	cc.used += held - ent.cost
@@ -154,8 +161,7 @@ func (cc *chunkCache) remove(el *list.Element) {
 	cc.lru.Remove(el)
 	delete(cc.ents, ent.c)
 	cc.used -= ent.cost
-	ent.owned.Swap(nil).unref()
-	ent.releaseSpans()
+	ent.release()
 }
 
 // release drops every entry (their pooled buffers go back, reader_bufs.go)
@@ -179,8 +185,7 @@ func (cc *chunkCache) forget(ent *cacheEnt) {
 		cc.remove(el)
 		return
 	}
-	ent.owned.Swap(nil).unref()
-	ent.releaseSpans()
+	ent.release()
 }
 
 // has reports whether chunk c is cached (whole or in part).

@@ -251,10 +251,7 @@ func buildBinary(t *testing.T) string {
 // give exit 3 — never dropped silently.
 func TestPermissionDenied(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root: this test needs root to run the reader as another user")
-		}
-		t.Skip("needs root to run the reader as another user (CI runs as root)")
+		fixtures.Unavailable(t, "needs root to run the reader as another user (CI runs as root)")
 	}
 	bin := buildBinary(t)
 	top, err := os.MkdirTemp("", "usmtkit-perm-")
